@@ -1,0 +1,128 @@
+"""Named recipes: functions returning a complete :class:`AppConfig`.
+
+Variants copy a base recipe and change fields (``dataclasses.replace``), never add
+flags. ``torchrec-app <command> --recipe NAME`` picks one; dotted overrides adjust it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+from torchrec_app.config.overrides import ConfigError
+from torchrec_app.config.schema import (
+    AppConfig,
+    CrossConfig,
+    ModelConfig,
+    OptimConfig,
+    SparseConfig,
+    TrainConfig,
+)
+from torchrec_app.data.config import ReaderConfig
+
+RECIPES: dict[str, Callable[[], AppConfig]] = {}
+
+#: Criteo 1TB table sizes with MLPerf's max_ind_range of 40M (torchrec_dlrm's list).
+CRITEO_1TB_NUM_EMBEDDINGS = [
+    40000000, 39060, 17295, 7424, 20265, 3, 7122, 1543, 63, 40000000, 3067956, 405282, 10,
+    2209, 11938, 155, 4, 976, 14, 40000000, 40000000, 40000000, 590152, 12973, 108, 36,
+]  # fmt: skip
+#: Criteo Kaggle table sizes (full vocabularies, torchrec_dlrm's list).
+CRITEO_KAGGLE_NUM_EMBEDDINGS = [
+    1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194, 27,
+    14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572,
+]  # fmt: skip
+
+
+def recipe(fn: Callable[[], AppConfig]) -> Callable[[], AppConfig]:
+    """Register ``fn`` under its name as a recipe."""
+    RECIPES[fn.__name__] = fn
+    return fn
+
+
+def build_recipe(name: str) -> AppConfig:
+    """Return a fresh config for recipe ``name``."""
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES))}")
+    return RECIPES[name]()
+
+
+@recipe
+def default() -> AppConfig:
+    """The README's CPU run: DCNv2 (low-rank cross) on the built-in generated data, 2 processes."""
+    return AppConfig(
+        recipe="default",
+        model=ModelConfig(
+            name="dcnv2",
+            dense_arch=[128, 64],
+            over_arch=[256, 128, 1],
+            cross=CrossConfig(kind="low_rank", num_layers=3, low_rank=128),
+        ),
+        sparse=SparseConfig(embedding_dim=16),
+        optim=OptimConfig(sparse="rowwise_adagrad", sparse_lr=0.05, dense="adagrad", dense_lr=0.02),
+        train=TrainConfig(batch_size=1024, epochs=2, eval_every=0, log_every=20),
+        data=ReaderConfig(max_ind_range=100_000),
+    )
+
+
+@recipe
+def tiny() -> AppConfig:
+    """Seconds-long runs for tests: small tables and towers."""
+    base = default()
+    return replace(
+        base,
+        recipe="tiny",
+        model=replace(base.model, dense_arch=[16, 8], over_arch=[16, 1], cross=CrossConfig(kind="low_rank", num_layers=2, low_rank=8)),
+        sparse=replace(base.sparse, embedding_dim=8, num_embeddings=[100, 50, 20, 10], num_dense=4),
+        train=replace(base.train, batch_size=64, epochs=1, log_every=5, progress_bar=False),
+        data=replace(base.data, shuffle_buffer_rows=1024, max_ind_range=1000),
+    )
+
+
+@recipe
+def criteo_kaggle_dlrm() -> AppConfig:
+    """torchrec_dlrm's Kaggle DLRM: dim 128, dense 512-256-128, over 1024-1024-512-256-1, dot interaction."""
+    return AppConfig(
+        recipe="criteo_kaggle_dlrm",
+        model=ModelConfig(name="dlrm", dense_arch=[512, 256, 128], over_arch=[1024, 1024, 512, 256, 1]),
+        sparse=SparseConfig(embedding_dim=128, num_embeddings=list(CRITEO_KAGGLE_NUM_EMBEDDINGS)),
+        optim=OptimConfig(sparse="adagrad", sparse_lr=15.0, dense="sgd", dense_lr=15.0, warmup_steps=0),
+        train=TrainConfig(batch_size=2048, epochs=1, eval_every=0),
+    )
+
+
+@recipe
+def criteo_kaggle_dcnv2() -> AppConfig:
+    """Kaggle DCNv2 (Wang et al. 2021 setting): dim 16 per feature, low-rank stacked cross, Adam."""
+    return AppConfig(
+        recipe="criteo_kaggle_dcnv2",
+        model=ModelConfig(
+            name="dcnv2",
+            dense_arch=[512, 256, 16],
+            over_arch=[768, 768, 1],
+            cross=CrossConfig(kind="low_rank", num_layers=3, low_rank=256),
+        ),
+        sparse=SparseConfig(embedding_dim=16, num_embeddings=list(CRITEO_KAGGLE_NUM_EMBEDDINGS)),
+        optim=OptimConfig(sparse="adam", sparse_lr=1e-3, dense="adam", dense_lr=1e-3),
+        train=TrainConfig(batch_size=2048, epochs=1),
+    )
+
+
+@recipe
+def criteo_1tb_dcnv2_mlperf() -> AppConfig:
+    """MLPerf DLRM-DCNv2 on Criteo 1TB: dim 128, dense 512-256-128, over 1024-1024-512-256-1,
+    3 low-rank cross layers of rank 512, Adagrad, 40M-row cap on the largest tables."""
+    return AppConfig(
+        recipe="criteo_1tb_dcnv2_mlperf",
+        model=ModelConfig(
+            name="dcnv2",
+            dense_arch=[512, 256, 128],
+            over_arch=[1024, 1024, 512, 256, 1],
+            cross=CrossConfig(kind="low_rank", num_layers=3, low_rank=512),
+        ),
+        sparse=SparseConfig(embedding_dim=128, num_embeddings=list(CRITEO_1TB_NUM_EMBEDDINGS)),
+        optim=OptimConfig(sparse="adagrad", sparse_lr=0.004, dense="adagrad", dense_lr=0.004, eps=1e-8,
+                          warmup_steps=0, decay_start=0),
+        train=TrainConfig(batch_size=8192, epochs=1, eval_every=0),
+        data=ReaderConfig(max_ind_range=40_000_000),
+    )

@@ -1,0 +1,26 @@
+"""Wrap a meta-device model in ``DistributedModelParallel`` under a given plan."""
+
+from __future__ import annotations
+
+import torch.distributed as dist
+from torch import nn
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.types import ShardingPlan, ShardingEnv
+
+from torchrec_app.distributed.runtime import Runtime
+from torchrec_app.distributed.sharders import build_sharders
+
+
+def shard_model(model: nn.Module, runtime: Runtime, plan: ShardingPlan) -> DistributedModelParallel:
+    """Shard ``model``'s tables by ``plan`` (model-parallel) and replicate the rest (DDP).
+
+    Tables are materialised on ``runtime.device`` shard by shard, so no rank ever holds
+    a whole table it does not own.
+    """
+    return DistributedModelParallel(
+        module=model,
+        env=ShardingEnv.from_process_group(dist.GroupMember.WORLD),
+        device=runtime.device,
+        plan=plan,
+        sharders=build_sharders(),
+    )

@@ -1,0 +1,75 @@
+"""Who and where this process is: rank, world, device and backend, from the launcher.
+
+Under torchrun / torchx ``dist.ddp`` the environment carries ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``LOCAL_WORLD_SIZE`` and the rendezvous address. A plain
+``python -m torchrec_app.train`` is a world of one: it still gets a real process group
+(so the trainer has one code path), on a free loopback port.
+
+The device decides the backend: nccl on CUDA, gloo on CPU. Nothing else in the code
+branches on the device except through :class:`Runtime`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """This process's place in the job."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    device: torch.device
+    backend: str
+
+    @property
+    def is_main(self) -> bool:
+        """True on the rank that writes run files and prints."""
+        return self.rank == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pick_device(local_rank: int) -> torch.device:
+    """``cuda:<local_rank>`` when CUDA is present, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def init_runtime(timeout_s: float = 600.0) -> Runtime:
+    """Join (or, alone, create) the default process group and describe this process."""
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    rank = int(os.environ["RANK"])
+    world_size = int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    device = pick_device(local_rank)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s))
+    return Runtime(rank, world_size, local_rank, local_world_size, device, backend)
+
+
+def shutdown_runtime() -> None:
+    """Destroy the default process group if one is up (safe to call twice)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,33 @@
+"""Sharders: which sharding types TorchRec may use for our embedding tables.
+
+TorchRec's ``EmbeddingBagCollectionSharder`` offers row-wise and table-row-wise only on
+CUDA. Both run on CPU with gloo as well: the row-wise input distribution buckets ids by
+row block and the output is a reduce-scatter of partial pools, all of which gloo and
+FBGEMM's CPU kernels implement. :class:`AllTypesEmbeddingBagCollectionSharder` admits
+them on CPU; ``tests/distributed/test_sharding_equivalence.py`` proves numerically that
+every type on 2 gloo ranks trains exactly like one unsharded process.
+"""
+
+from __future__ import annotations
+
+from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+from torchrec.distributed.types import ModuleSharder, ShardingType
+from torch import nn
+
+#: Sharding types proven on CPU/gloo by our tests, beyond TorchRec's CPU defaults.
+CPU_EXTRA_SHARDING_TYPES = (ShardingType.ROW_WISE.value, ShardingType.TABLE_ROW_WISE.value)
+
+
+class AllTypesEmbeddingBagCollectionSharder(EmbeddingBagCollectionSharder):
+    """``EmbeddingBagCollectionSharder`` that also admits row-wise and table-row-wise on CPU."""
+
+    def sharding_types(self, compute_device_type: str) -> list[str]:
+        types = list(super().sharding_types(compute_device_type))
+        if compute_device_type == "cpu":
+            types += [t for t in CPU_EXTRA_SHARDING_TYPES if t not in types]
+        return types
+
+
+def build_sharders() -> list[ModuleSharder[nn.Module]]:
+    """The sharders the planner and ``DistributedModelParallel`` use."""
+    return [AllTypesEmbeddingBagCollectionSharder()]

@@ -1,0 +1,106 @@
+"""Sparse side: one embedding table per sparse feature, each at its own width.
+
+torchrec's ``SparseArch`` reshapes pooled embeddings to ``B x F x D`` and so requires
+one width for all tables. DCNv2-style models only need the pooled embeddings side by
+side, so :class:`SparseArch` here returns them concatenated at their own widths
+(``B x sum(e_i)``), in feature order, and DLRM reshapes when the widths agree.
+
+Per-feature id transforms (hashing, quotient-remainder) run on the
+``KeyedJaggedTensor`` *before* the lookup, in ``feature_transform``; the tables they
+feed are ordinary ``EmbeddingBagConfig`` tables, so the planner shards them like any
+other. With no transform the KJT goes straight from the batch to the
+``EmbeddingBagCollection``, which is what lets ``TrainPipelineSparseDist`` pipeline it.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from torchrec_app.config.overrides import ConfigError
+from torchrec_app.config.schema import SparseConfig
+
+
+def table_name(feature: str) -> str:
+    """Name of the table that embeds ``feature``."""
+    return f"t_{feature}"
+
+
+def build_tables(
+    config: SparseConfig, features: Sequence[str], num_embeddings: Mapping[str, int]
+) -> list[EmbeddingBagConfig]:
+    """One ``EmbeddingBagConfig`` per feature: rows from ``num_embeddings``, width from config.
+
+    >>> tables = build_tables(SparseConfig(embedding_dim=8, dims={"b": 4}), ["a", "b"], {"a": 10, "b": 20})
+    >>> [(t.name, t.num_embeddings, t.embedding_dim) for t in tables]
+    [('t_a', 10, 8), ('t_b', 20, 4)]
+    """
+    unknown = sorted(set(config.dims) - set(features))
+    if unknown:
+        raise ConfigError(f"sparse.dims names features that do not exist: {unknown}; features are {list(features)}")
+    missing = [f for f in features if f not in num_embeddings]
+    if missing:
+        raise ConfigError(f"no table size for features {missing}")
+    pooling = PoolingType.SUM if config.pooling == "sum" else PoolingType.MEAN
+    return [
+        EmbeddingBagConfig(
+            name=table_name(feature),
+            feature_names=[feature],
+            num_embeddings=int(num_embeddings[feature]),
+            embedding_dim=config.dims.get(feature, config.embedding_dim),
+            pooling=pooling,
+        )
+        for feature in features
+    ]
+
+
+class SparseArch(nn.Module):
+    """Pooled embeddings of every sparse feature, concatenated at their own widths.
+
+    Args:
+        embedding_bag_collection: the tables (built on ``meta`` for sharding).
+        feature_transform: optional module mapping the batch KJT to the KJT the tables
+            read (e.g. quotient-remainder ids); identity when ``None``.
+
+    Example::
+
+        >>> tables = build_tables(SparseConfig(embedding_dim=4, dims={"b": 2}), ["a", "b"], {"a": 5, "b": 5})
+        >>> arch = SparseArch(EmbeddingBagCollection(tables=tables))
+        >>> kjt = KeyedJaggedTensor.from_lengths_sync(
+        ...     keys=["a", "b"], values=torch.tensor([1, 2, 3]), lengths=torch.tensor([1, 0, 1, 1]))
+        >>> arch(kjt).shape, arch.feature_dims
+        (torch.Size([2, 6]), [4, 2])
+    """
+
+    def __init__(self, embedding_bag_collection: EmbeddingBagCollection, feature_transform: nn.Module | None = None) -> None:
+        super().__init__()
+        self.embedding_bag_collection = embedding_bag_collection
+        self.feature_transform = feature_transform
+        self.feature_names: list[str] = []
+        self.feature_dims: list[int] = []
+        for table in embedding_bag_collection.embedding_bag_configs():
+            for feature in table.feature_names:
+                self.feature_names.append(feature)
+                self.feature_dims.append(table.embedding_dim)
+
+    @property
+    def output_dim(self) -> int:
+        """Width of the concatenated output, ``sum(e_i)``."""
+        return sum(self.feature_dims)
+
+    def forward(self, features: KeyedJaggedTensor) -> torch.Tensor:
+        """Return ``B x sum(e_i)`` pooled embeddings in ``feature_names`` order.
+
+        A sharded collection returns its ``KeyedTensor`` in shard order, not config
+        order, so the columns are picked by name (without branching: the train
+        pipeline traces this forward with torch.fx).
+        """
+        if self.feature_transform is not None:
+            features = self.feature_transform(features)
+        by_name = self.embedding_bag_collection(features).to_dict()
+        return torch.cat([by_name[name] for name in self.feature_names], dim=1)
