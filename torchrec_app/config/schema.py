@@ -1,0 +1,195 @@
+"""The one typed config tree of a run.
+
+Every component gets its own section (plus runtime objects), never the root: the model
+builder reads ``model`` and ``sparse``, the planner ``sharding``, the optimizers ``optim``,
+the loop ``train``, the reader ``data``. Sections validate themselves in
+``__post_init__`` so a bad value fails at start-up with the field's name. Field
+docstrings are the documentation (``torchrec-app show-config`` prints them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torchrec_app.data.config import GeneratorConfig, PreprocessConfig, ReaderConfig
+
+SHARDING_TYPES = (
+    "data_parallel", "table_wise", "row_wise", "column_wise", "table_row_wise", "table_column_wise", "grid_shard",
+)
+CROSS_KINDS = ("full", "low_rank", "mixture")
+STRUCTURES = ("stacked", "parallel")
+SPARSE_OPTIMIZERS = ("adagrad", "rowwise_adagrad", "adam", "sgd")
+DENSE_OPTIMIZERS = ("adagrad", "adam", "sgd")
+
+
+def _check_choice(section: str, name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{section}.{name}={value!r} is not one of {', '.join(choices)}")
+
+
+def _check_positive(section: str, **values: float) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise ValueError(f"{section}.{name} must be > 0, got {value}")
+
+
+@dataclass(kw_only=True, slots=True)
+class CrossConfig:
+    """DCNv2 cross network (``torchrec.modules.crossnet``)."""
+
+    kind: str = "low_rank"
+    """full (CrossNet), low_rank (LowRankCrossNet) or mixture (LowRankMixtureCrossNet)."""
+    num_layers: int = 3
+    """Number of cross layers."""
+    low_rank: int = 512
+    """Rank r of U V^T for low_rank and mixture (clipped to the input width)."""
+    num_experts: int = 4
+    """Experts for mixture."""
+
+    def __post_init__(self) -> None:
+        _check_choice("model.cross", "kind", self.kind, CROSS_KINDS)
+        _check_positive("model.cross", num_layers=self.num_layers, low_rank=self.low_rank, num_experts=self.num_experts)
+
+
+@dataclass(kw_only=True, slots=True)
+class ModelConfig:
+    """Dense side of the model; the architecture is picked from the model registry by name."""
+
+    name: str = "dcnv2"
+    """Registered architecture: dlrm (dot interaction) or dcnv2 (cross network)."""
+    dense_arch: list[int] = field(default_factory=lambda: [512, 256, 64])
+    """MLP over the dense features; for dlrm its last width must equal the embedding dim."""
+    over_arch: list[int] = field(default_factory=lambda: [512, 256, 1])
+    """MLP to the logit (last width 1). For dcnv2 parallel, all but the last form the deep tower."""
+    structure: str = "stacked"
+    """dcnv2 only: stacked (cross -> deep) or parallel (cross || deep, concatenated)."""
+    cross: CrossConfig = field(default_factory=CrossConfig)
+    """dcnv2 only: the cross network."""
+
+    def __post_init__(self) -> None:
+        _check_choice("model", "structure", self.structure, STRUCTURES)
+        if not self.dense_arch or not self.over_arch:
+            raise ValueError("model.dense_arch and model.over_arch need at least one layer")
+        if self.over_arch[-1] != 1:
+            raise ValueError(f"model.over_arch must end in 1 (the logit), got {self.over_arch}")
+
+
+@dataclass(kw_only=True, slots=True)
+class SparseConfig:
+    """Embedding tables: one table per sparse feature, named ``t_<feature>``."""
+
+    embedding_dim: int = 64
+    """Default embedding width."""
+    dims: dict[str, int] = field(default_factory=dict)
+    """Per-feature width overrides, e.g. {"C3": 16} (dcnv2 only; dlrm needs one width)."""
+    num_embeddings: list[int] = field(default_factory=list)
+    """Rows per table when no dataset metadata gives them (random data, plan inspection)."""
+    num_dense: int = 13
+    """Dense features when no dataset metadata gives them."""
+    pooling: str = "sum"
+    """Pooling of multi-hot bags: sum or mean."""
+
+    def __post_init__(self) -> None:
+        _check_positive("sparse", embedding_dim=self.embedding_dim, num_dense=self.num_dense)
+        _check_choice("sparse", "pooling", self.pooling, ("sum", "mean"))
+        for feature, dim in self.dims.items():
+            _check_positive("sparse.dims", **{feature: dim})
+        for i, rows in enumerate(self.num_embeddings):
+            _check_positive("sparse.num_embeddings", **{f"[{i}]": rows})
+
+
+@dataclass(kw_only=True, slots=True)
+class ShardingConfig:
+    """How the planner may place tables (``EmbeddingShardingPlanner`` constraints)."""
+
+    types: list[str] = field(default_factory=list)
+    """Sharding types allowed for every table (empty: any the device supports)."""
+    per_table: dict[str, str] = field(default_factory=dict)
+    """Per-table allowed types, e.g. {"t_C1": "row_wise"}; '|' separates several."""
+    hbm_gb: float = 0.0
+    """Per-device HBM for the planner on cuda (0: read from the device)."""
+    ddr_gb: float = 0.0
+    """Per-host DDR for the planner (0: torchrec's default). On cpu, tables live here."""
+    plan_file: str = ""
+    """Load this ShardingPlan JSON (from `torchrec-app plan --json`) instead of planning."""
+
+    def __post_init__(self) -> None:
+        for value in self.types:
+            _check_choice("sharding", "types", value, SHARDING_TYPES)
+        for table, allowed in self.per_table.items():
+            for value in allowed.split("|"):
+                _check_choice("sharding.per_table", table, value, SHARDING_TYPES)
+
+
+@dataclass(kw_only=True, slots=True)
+class OptimConfig:
+    """Optimizers: a fused one applied in backward for the tables, a dense one for the rest."""
+
+    sparse: str = "rowwise_adagrad"
+    """Fused table optimizer: adagrad, rowwise_adagrad, adam or sgd."""
+    sparse_lr: float = 0.05
+    """Learning rate of the table optimizer."""
+    dense: str = "adagrad"
+    """Dense optimizer: adagrad, adam or sgd."""
+    dense_lr: float = 0.05
+    """Learning rate of the dense optimizer."""
+    eps: float = 1e-8
+    """Epsilon of adagrad/adam (both sides)."""
+    warmup_steps: int = 0
+    """Linear warmup from 0 to the base rates over this many steps."""
+    decay_start: int = 0
+    """Step at which polynomial (quadratic) decay starts (0: no decay)."""
+    decay_steps: int = 0
+    """Steps over which the rates decay to 0."""
+
+    def __post_init__(self) -> None:
+        _check_choice("optim", "sparse", self.sparse, SPARSE_OPTIMIZERS)
+        _check_choice("optim", "dense", self.dense, DENSE_OPTIMIZERS)
+        _check_positive("optim", sparse_lr=self.sparse_lr, dense_lr=self.dense_lr, eps=self.eps)
+        if self.decay_start and self.decay_steps <= 0:
+            raise ValueError("optim.decay_steps must be > 0 when optim.decay_start is set")
+
+
+@dataclass(kw_only=True, slots=True)
+class TrainConfig:
+    """The training loop."""
+
+    batch_size: int = 2048
+    """Rows per rank per step (the global batch is this x world size)."""
+    eval_batch_size: int = 0
+    """Rows per rank per evaluation step (0: same as batch_size)."""
+    epochs: int = 1
+    """Passes over the train split."""
+    max_steps: int = 0
+    """Stop after this many steps (0: run all epochs)."""
+    eval_every: int = 0
+    """Validate every this many steps (0: only after each epoch)."""
+    log_every: int = 50
+    """Write a metrics.jsonl line every this many steps."""
+    seed: int = 0
+    """Seed for initialisation and shuffling."""
+    pipeline: bool = True
+    """Use TrainPipelineSparseDist (overlaps input all-to-all with compute)."""
+    progress_bar: bool = True
+    """Print a tqdm progress bar on rank 0."""
+
+    def __post_init__(self) -> None:
+        _check_positive("train", batch_size=self.batch_size, epochs=self.epochs, log_every=self.log_every)
+        if self.eval_batch_size < 0 or self.max_steps < 0 or self.eval_every < 0:
+            raise ValueError("train.eval_batch_size, train.max_steps and train.eval_every must be >= 0")
+
+
+@dataclass(kw_only=True, slots=True)
+class AppConfig:
+    """Root of the config tree: one section per component."""
+
+    recipe: str = "default"
+    """Name of the recipe this config was built from."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sparse: SparseConfig = field(default_factory=SparseConfig)
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: ReaderConfig = field(default_factory=ReaderConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    generate: GeneratorConfig = field(default_factory=GeneratorConfig)
