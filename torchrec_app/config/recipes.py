@@ -74,6 +74,7 @@ def tiny() -> AppConfig:
         recipe="tiny",
         model=replace(base.model, dense_arch=[16, 8], over_arch=[16, 1], cross=CrossConfig(kind="low_rank", num_layers=2, low_rank=8)),
         sparse=replace(base.sparse, embedding_dim=8, num_embeddings=[100, 50, 20, 10], num_dense=4),
+        optim=replace(base.optim, sparse_lr=0.01, dense_lr=0.005),
         train=replace(base.train, batch_size=64, epochs=1, log_every=5, progress_bar=False),
         data=replace(base.data, shuffle_buffer_rows=1024, max_ind_range=1000),
     )

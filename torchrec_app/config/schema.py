@@ -180,6 +180,27 @@ class TrainConfig:
 
 
 @dataclass(kw_only=True, slots=True)
+class CheckpointConfig:
+    """Sharded DCP checkpoints under ``<run dir>/checkpoints``."""
+
+    every: int = 0
+    """Save every this many steps (0: only at the end, if at_end)."""
+    keep: int = 2
+    """Keep the newest this many complete checkpoints (0: keep all)."""
+    at_end: bool = True
+    """Save when training ends."""
+    resume: bool = True
+    """Resume from the newest complete checkpoint in the run directory, if there is one."""
+    load_from: str = ""
+    """Before training, load model and optimizer state from this checkpoint directory
+    (saved under any plan or world size); counters start at zero."""
+
+    def __post_init__(self) -> None:
+        if self.every < 0 or self.keep < 0:
+            raise ValueError("checkpoint.every and checkpoint.keep must be >= 0")
+
+
+@dataclass(kw_only=True, slots=True)
 class AppConfig:
     """Root of the config tree: one section per component."""
 
@@ -191,5 +212,6 @@ class AppConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: ReaderConfig = field(default_factory=ReaderConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     generate: GeneratorConfig = field(default_factory=GeneratorConfig)

@@ -1,0 +1,48 @@
+"""The run directory: everything a run leaves behind, written by rank 0.
+
+    config.json     resolved config (recipe + overrides)
+    plan.txt        the sharding plan, as TorchRec prints it
+    plan.json       the same plan, loadable with ``sharding.plan_file``
+    metrics.jsonl   one line per log interval / evaluation
+    summary.json    final metrics and run facts
+
+Files are written under a temporary name and renamed, so a reader never sees half a
+file; ``metrics.jsonl`` is appended line by line and flushed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """Writes run files under ``path`` when ``enabled`` (rank 0); a no-op elsewhere."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path = Path(path)
+        self.enabled = enabled
+        if enabled:
+            self.path.mkdir(parents=True, exist_ok=True)
+
+    def write_json(self, name: str, data: Any) -> None:
+        if self.enabled:
+            write_atomic(self.path / name, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+    def write_text(self, name: str, text: str) -> None:
+        if self.enabled:
+            write_atomic(self.path / name, text)
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record, default=str) + "\n")
