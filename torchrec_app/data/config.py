@@ -40,7 +40,8 @@ class PreprocessConfig:
     feature_strategies: dict[str, str] = field(default_factory=dict)
     """Per-feature overrides of id_strategy, e.g. {"C3": "hash"}."""
     hash_size: int = 0
-    """Table size for hash features (must be > 0 when any feature uses hash)."""
+    """Table size for hash features (must be > 0 when any feature uses hash; checked when the
+    run starts, so overrides may set id_strategy and hash_size in either order)."""
     min_frequency: int = 1
     """vocab: ids seen fewer times than this in train map to the reserved index 0."""
     multi_hot: bool = False
@@ -57,7 +58,7 @@ class PreprocessConfig:
     """Bytes of text parsed at a time per worker (bounds memory)."""
     row_group_rows: int = 131072
     """Rows per Parquet row group (the unit a rank reads)."""
-    compression: str = "snappy"
+    compression: str = "lz4"
     """Parquet compression: none, snappy, zstd or lz4."""
     workers: int = 0
     """Worker processes (0: one per CPU core)."""
@@ -70,9 +71,6 @@ class PreprocessConfig:
             raise ValueError(f"preprocess.on_bad_rows={self.on_bad_rows!r} is not one of {', '.join(BAD_ROW_POLICIES)}")
         if self.compression not in PARQUET_COMPRESSIONS:
             raise ValueError(f"preprocess.compression={self.compression!r} is not one of {', '.join(PARQUET_COMPRESSIONS)}")
-        uses_hash = self.id_strategy == "hash" or "hash" in self.feature_strategies.values()
-        if uses_hash and self.hash_size <= 0:
-            raise ValueError("preprocess.hash_size must be > 0 when a feature uses the hash id strategy")
         for name in ("min_frequency", "block_bytes", "row_group_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"preprocess.{name} must be >= 1, got {getattr(self, name)}")
@@ -80,6 +78,17 @@ class PreprocessConfig:
             raise ValueError("preprocess.hash_size, preprocess.max_bad_rows and preprocess.workers must be >= 0")
         if len(self.multi_hot_separator) != 1 or self.multi_hot_separator in "\t\n\r":
             raise ValueError(f"preprocess.multi_hot_separator must be one character other than tab/newline, got {self.multi_hot_separator!r}")
+
+    def check_hash_size(self) -> None:
+        """Raise ValueError when a feature uses hash but ``hash_size`` is not set.
+
+        >>> PreprocessConfig(id_strategy="hash").check_hash_size()
+        Traceback (most recent call last):
+        ...
+        ValueError: preprocess.hash_size must be > 0 when a feature uses the hash id strategy (e.g. preprocess.hash_size=40000000)
+        """
+        if (self.id_strategy == "hash" or "hash" in self.feature_strategies.values()) and self.hash_size <= 0:
+            raise ValueError("preprocess.hash_size must be > 0 when a feature uses the hash id strategy (e.g. preprocess.hash_size=40000000)")
 
     def strategy_of(self, feature: str) -> str:
         """The id strategy of ``feature``.
