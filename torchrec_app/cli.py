@@ -22,7 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("torchrec_app.train", "train a model (single process, or one rank under torchrun/torchx)"),
     "generate": ("torchrec_app.data.generate", "write Criteo-format TSV with a planted click model"),
     "preprocess": ("torchrec_app.data.preprocess", "convert Criteo TSV/CSV files to Parquet for training"),
+    "export": ("torchrec_app.export", "write a checkpoint's model unsharded, for serving"),
     "show-config": ("torchrec_app.config.show", "print a recipe's resolved config with field docs"),
+    "plan": ("torchrec_app.inspect.plan_cli", "show, save, chart or diff the sharding plan for a topology"),
 }
 
 
