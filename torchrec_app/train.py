@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,8 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _agree_on_run_path(out: str | None, recipe: str) -> Path:
-    """Rank 0 picks the run directory; every rank uses the same one."""
-    choice = [out or f"runs/{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"]
+    """Rank 0 picks the run directory; every rank uses the same one.
+
+    Under torchrun / torchx the default is named by the elastic run id, which stays the
+    same when the job restarts after a failure, so the restarted job finds its checkpoints.
+    """
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    default = f"runs/{recipe}-{run_id}" if run_id and run_id != "none" else f"runs/{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    choice = [out or default]
     if dist.get_world_size() > 1:
         dist.broadcast_object_list(choice, src=0)
     return Path(choice[0])

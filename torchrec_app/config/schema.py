@@ -18,6 +18,7 @@ SHARDING_TYPES = (
 )
 CROSS_KINDS = ("full", "low_rank", "mixture")
 STRUCTURES = ("stacked", "parallel")
+MASKNET_STRUCTURES = ("serial", "parallel")
 SPARSE_OPTIMIZERS = ("adagrad", "rowwise_adagrad", "adam", "sgd")
 DENSE_OPTIMIZERS = ("adagrad", "adam", "sgd")
 
@@ -52,19 +53,80 @@ class CrossConfig:
 
 
 @dataclass(kw_only=True, slots=True)
+class DCNv3Config:
+    """DCNv3 (Li et al. 2024): exponential (ECN) and linear (LCN) cross networks, Tri-BCE loss."""
+
+    num_deep_layers: int = 4
+    """ECN layers (x <- x * (c + b) + x): interaction order 2^L."""
+    num_shallow_layers: int = 4
+    """LCN layers (x <- x0 * (c + b) + x): interaction order L + 1."""
+    deep_dropout: float = 0.1
+    """Dropout after each ECN layer."""
+    shallow_dropout: float = 0.3
+    """Dropout after each LCN layer."""
+    layer_norm: bool = True
+    """Self-mask reads ReLU(LayerNorm(H)); off: ReLU(H)."""
+    field_halves: bool = True
+    """Reorder x0 as the reference does: first halves of every field, then second halves,
+    so each field's two halves share one cross unit (one unmasked, one masked)."""
+
+    def __post_init__(self) -> None:
+        _check_positive("model.dcnv3", num_deep_layers=self.num_deep_layers, num_shallow_layers=self.num_shallow_layers)
+        for name, rate in (("deep_dropout", self.deep_dropout), ("shallow_dropout", self.shallow_dropout)):
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"model.dcnv3.{name} must be in [0, 1), got {rate}")
+
+
+@dataclass(kw_only=True, slots=True)
+class MaskNetConfig:
+    """MaskNet (Wang et al. 2021): MaskBlocks with an instance-guided mask from the embeddings."""
+
+    structure: str = "serial"
+    """serial (blocks chained, widths block_dims, then a linear logit) or parallel
+    (num_blocks blocks of width block_dim side by side, then over_arch)."""
+    block_dims: list[int] = field(default_factory=lambda: [64, 64, 64])
+    """serial: output width of each MaskBlock in turn."""
+    num_blocks: int = 4
+    """parallel: number of MaskBlocks, each reading the (layer-normed) embeddings."""
+    block_dim: int = 64
+    """parallel: output width of each MaskBlock."""
+    reduction_ratio: float = 1.0
+    """Aggregation width of the mask MLP = int(ratio x the width it masks)."""
+    embedding_layer_norm: bool = True
+    """Layer-normalise each field's embedding (its own LN) before the first block."""
+    dropout: float = 0.0
+    """Dropout after each MaskBlock."""
+
+    def __post_init__(self) -> None:
+        _check_choice("model.masknet", "structure", self.structure, MASKNET_STRUCTURES)
+        _check_positive("model.masknet", num_blocks=self.num_blocks, block_dim=self.block_dim,
+                        reduction_ratio=self.reduction_ratio)
+        if not self.block_dims or min(self.block_dims) <= 0:
+            raise ValueError(f"model.masknet.block_dims needs at least one positive width, got {self.block_dims}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.masknet.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(kw_only=True, slots=True)
 class ModelConfig:
     """Dense side of the model; the architecture is picked from the model registry by name."""
 
     name: str = "dcnv2"
-    """Registered architecture: dlrm (dot interaction) or dcnv2 (cross network)."""
+    """Registered architecture: dlrm (dot interaction), dcnv2 (cross network), dcnv3 (ECN + LCN)
+    or masknet (MaskBlocks)."""
     dense_arch: list[int] = field(default_factory=lambda: [512, 256, 64])
     """MLP over the dense features; for dlrm its last width must equal the embedding dim."""
     over_arch: list[int] = field(default_factory=lambda: [512, 256, 1])
-    """MLP to the logit (last width 1). For dcnv2 parallel, all but the last form the deep tower."""
+    """MLP to the logit (last width 1). For dcnv2 parallel, all but the last form the deep tower;
+    masknet parallel reads it; dcnv3 and masknet serial do not use it."""
     structure: str = "stacked"
     """dcnv2 only: stacked (cross -> deep) or parallel (cross || deep, concatenated)."""
     cross: CrossConfig = field(default_factory=CrossConfig)
     """dcnv2 only: the cross network."""
+    dcnv3: DCNv3Config = field(default_factory=DCNv3Config)
+    """dcnv3 only: its two cross networks."""
+    masknet: MaskNetConfig = field(default_factory=MaskNetConfig)
+    """masknet only: its MaskBlocks."""
 
     def __post_init__(self) -> None:
         _check_choice("model", "structure", self.structure, STRUCTURES)
@@ -172,11 +234,22 @@ class TrainConfig:
     """Use TrainPipelineSparseDist (overlaps input all-to-all with compute)."""
     progress_bar: bool = True
     """Print a tqdm progress bar on rank 0."""
+    # -- benchmark hooks (``torchrec-app bench``); the defaults leave training unchanged --
+    in_memory: bool = False
+    """Read each epoch's train batches into a list before its timed steps, so the same model
+    and plan step without reading (the throughput ceiling of ``torchrec-app bench``)."""
+    profile_steps: int = 0
+    """Profile this many steps (after a few warm-up steps) with torch.profiler and write the
+    step-time split by category to ``step_profile.json`` in the run directory (0: off)."""
+    target_auc: float = 0.0
+    """Stop training once a validation AUC reaches this (MLPerf style; needs eval_every; 0: off)."""
 
     def __post_init__(self) -> None:
         _check_positive("train", batch_size=self.batch_size, epochs=self.epochs, log_every=self.log_every)
         if self.eval_batch_size < 0 or self.max_steps < 0 or self.eval_every < 0:
             raise ValueError("train.eval_batch_size, train.max_steps and train.eval_every must be >= 0")
+        if self.profile_steps < 0 or not 0.0 <= self.target_auc < 1.0:
+            raise ValueError("train.profile_steps must be >= 0 and train.target_auc in [0, 1)")
 
 
 @dataclass(kw_only=True, slots=True)

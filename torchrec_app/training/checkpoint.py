@@ -12,7 +12,7 @@ and a crash mid-save leaves the previous checkpoint as the newest complete one.
 DCP stores each table's shards with their global offsets, so a checkpoint saved under
 one plan and world size loads under another (resharding happens on load).
 
-Loading is safe: tensors are read with ``torch.load(weights_only=True)`` by DCP itself,
+Loading is safe: tensors and plain values are read with ``torch.load(weights_only=True)``,
 and DCP's pickled ``.metadata`` is read by an unpickler that only admits DCP's metadata
 classes and plain containers, so a tampered checkpoint cannot run code.
 """
@@ -27,9 +27,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
+from torch.distributed.checkpoint._nested_dict import flatten_state_dict, unflatten_state_dict
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
 from torchrec_app.config.overrides import ConfigError
@@ -37,29 +39,29 @@ from torchrec_app.config.overrides import ConfigError
 _COMPLETE = re.compile(r"^step_(\d{8})$")
 _PARTIAL_SUFFIX = ".partial"
 _METADATA_FILE = ".metadata"
-_ALLOWED_PICKLE_MODULES = (
-    "torch.distributed.checkpoint.",
-    "torch.distributed._shard.sharded_tensor.metadata",
-    "torch.distributed._shard.metadata",
-    "torch.distributed.tensor",
-    "torch._utils",
-)
+#: Exactly what DCP's metadata pickles (listed from real checkpoints) and nothing callable
+#: beyond data classes: a crafted pickle can construct these, not run code.
 _ALLOWED_PICKLE_GLOBALS = {
-    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice"), ("builtins", "getattr"),
-    ("collections", "OrderedDict"), ("torch", "Size"), ("torch", "dtype"), ("torch", "device"),
-    ("torch", "layout"), ("torch", "memory_format"),
+    ("torch", "Size"), ("torch.serialization", "_get_layout"),
+    ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"), ("pathlib", "WindowsPath"), ("pathlib", "PureWindowsPath"),
+    ("collections", "OrderedDict"),
 }
+_DCP_MODULE_PREFIX = "torch.distributed.checkpoint."
 
 
 class _MetadataUnpickler(pickle.Unpickler):
-    """Unpickles DCP metadata, refusing any global outside DCP's own data classes."""
+    """Unpickles DCP metadata, refusing any global but DCP's own classes, dtypes and the few above."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED_PICKLE_GLOBALS or module.startswith(_ALLOWED_PICKLE_MODULES):
+        if (module, name) in _ALLOWED_PICKLE_GLOBALS:
             return super().find_class(module, name)
-        if module == "torch" and isinstance(getattr(__import__("torch"), name, None), __import__("torch").dtype):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"checkpoint metadata refers to {module}.{name}, which is not allowed")
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        if module.startswith(_DCP_MODULE_PREFIX):
+            found = super().find_class(module, name)
+            if isinstance(found, type):
+                return found
+        raise pickle.UnpicklingError(f"checkpoint metadata refers to {module}.{name}, which a checkpoint may not contain")
 
 
 class SafeFileSystemReader(FileSystemReader):
@@ -73,6 +75,22 @@ class SafeFileSystemReader(FileSystemReader):
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id
         return metadata
+
+
+class _SafeLoadPlanner(DefaultLoadPlanner):
+    """Loads an already-flat state dict; plain (non-tensor) values are read with
+    ``weights_only=True`` (DCP's default planner unpickles them unrestricted).
+
+    ``dcp.load`` copies each top-level value back from the dict the planner was set up
+    with, so plain values are written there (``self.state_dict``), which requires not
+    re-flattening (ShardedTensors here are not nested, so nothing needs it).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(flatten_state_dict=False, flatten_sharded_tensors=False, allow_partial_load=True)
+
+    def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
+        self.state_dict[read_item.dest_index.fqn] = torch.load(value, weights_only=True)
 
 
 def checkpoint_dir(root: Path, step: int) -> Path:
@@ -127,21 +145,33 @@ def save_checkpoint(root: Path, step: int, state: dict[str, Any], keep: int) -> 
     return final
 
 
-def load_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Load checkpoint ``path`` into ``state`` in place (collective; reshards as needed).
+def load_checkpoint(path: Path, state: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Load checkpoint ``path`` into ``state`` (collective; reshards as needed).
 
-    Raises ``ConfigError`` listing mismatched keys or shapes when the checkpoint does not
-    fit the model built from the config.
+    Tensors are filled in place; the loaded nested state is also returned, with the
+    optimizer-state keys that could not be restored. Model tensors must match (else
+    ``ConfigError`` listing every mismatch). Optimizer states whose layout depends on the
+    sharding (e.g. row-wise Adagrad keeps one accumulator per row *per column shard*, so
+    a column-wise plan cannot take a row-wise plan's state) are skipped when their key or
+    shape differs, and keep their fresh initial values.
     """
     reader = SafeFileSystemReader(path)
-    check_checkpoint_matches(reader.read_metadata(), state, path)
-    dcp.load(state, checkpoint_id=path, storage_reader=reader)
+    metadata = reader.read_metadata()
+    check_checkpoint_matches(metadata, state, path)
+    flat, mappings = flatten_state_dict(state)
+    saved = metadata.state_dict_metadata
+    skipped = sorted(
+        key for key, value in flat.items()
+        if key.startswith("optimizer.") and (key not in saved or (
+            hasattr(value, "shape") and hasattr(saved[key], "size") and tuple(saved[key].size) != tuple(value.shape)))
+    )
+    to_load = {k: v for k, v in flat.items() if k not in skipped}
+    dcp.load(to_load, storage_reader=reader, planner=_SafeLoadPlanner())
+    return unflatten_state_dict(to_load, {k: mappings[k] for k in to_load}), skipped
 
 
 def check_checkpoint_matches(metadata: Metadata, state: dict[str, Any], path: Path) -> None:
     """Fail with every model tensor whose name or shape differs between checkpoint and ``state``."""
-    from torch.distributed.checkpoint._nested_dict import flatten_state_dict
-
     flat, _ = flatten_state_dict(state)
     saved = metadata.state_dict_metadata
     problems = []

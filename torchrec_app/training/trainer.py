@@ -34,7 +34,8 @@ from torchrec_app.distributed.model_parallel import shard_model
 from torchrec_app.distributed.planning import (
     build_constraints,
     build_topology,
-    plan_from_dict,
+    check_plan_matches,
+    load_plan,
     plan_sharding,
     plan_to_dict,
     sharding_types_by_table,
@@ -46,6 +47,7 @@ from torchrec_app.training.checkpoint import latest_checkpoint, load_checkpoint,
 from torchrec_app.training.metrics import EvalAccumulator
 from torchrec_app.training.optimizers import LRSchedule, apply_sparse_optimizer, build_optimizer
 from torchrec_app.training.run_dir import RunDir
+from torchrec_app.bench.step_profile import StepProfiler
 
 
 def _all_reduce(values: list[float], runtime: Runtime, op: dist.ReduceOp = dist.ReduceOp.SUM) -> list[float]:
@@ -84,7 +86,8 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
-        self.samples = 0
+        self.samples = 0  # real rows trained on by this rank since this process started
+        self.samples_before = 0  # global rows trained on before a resume
         self.train_seconds = 0.0
         self.history: list[dict[str, Any]] = []
         self.resumed_from: str | None = None
@@ -92,9 +95,11 @@ class Trainer:
     # -- set-up ---------------------------------------------------------------------
     def _make_plan(self, model: torch.nn.Module):
         cfg, rt = self.config, self.runtime
-        if cfg.sharding.plan_file:
-            return plan_from_dict(json.loads(Path(cfg.sharding.plan_file).read_text()))
         tables = build_tables(cfg.sparse, self.metadata.sparse_features, self.table_sizes)
+        if cfg.sharding.plan_file:  # the plan that `torchrec-app plan --json` showed, checked against our tables
+            plan = load_plan(cfg.sharding.plan_file, rt.device.type, rt.local_world_size)
+            check_plan_matches(plan, tables, rt.world_size)
+            return plan
         topology = build_topology(rt.world_size, rt.device.type, rt.local_world_size, cfg.sharding.hbm_gb, cfg.sharding.ddr_gb)
         constraints = build_constraints(cfg.sharding, tables, rt.device.type)
         plan, _ = plan_sharding(model, topology, cfg.train.batch_size, constraints, dist.GroupMember.WORLD)
@@ -145,13 +150,17 @@ class Trainer:
     def checkpoint_root(self) -> Path:
         return self.run_dir.path / "checkpoints"
 
+    def _global_samples(self) -> int:
+        return self.samples_before + int(_all_reduce([float(self.samples)], self.runtime)[0])
+
     def _checkpoint_state(self) -> dict[str, Any]:
+        # Plain values are stored once (DCP de-duplicates them), so they must be global.
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "train": {
                 "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                "samples": self.samples, "train_seconds": self.train_seconds,
+                "samples": self._global_samples(), "train_seconds": self.train_seconds,
                 "schedule_step": self.schedule.step_count, "history": json.dumps(self.history),
             },
         }
@@ -162,14 +171,19 @@ class Trainer:
 
     def load_checkpoint(self, path: Path, restore_position: bool) -> None:
         """Load a checkpoint's model and optimizer state (and, to resume, its position)."""
-        state = self._checkpoint_state()
-        load_checkpoint(Path(path), state)
+        state, skipped = load_checkpoint(Path(path), self._checkpoint_state())
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if skipped:  # the rest of the optimizer state was filled in place
+            if self.runtime.is_main:
+                print(f"warning: {len(skipped)} optimizer state tensor(s) in {path} do not fit this plan's layout "
+                      f"and start fresh, e.g. {skipped[0]}", flush=True)
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         if restore_position:
             train = state["train"]
             self.step, self.epoch, self.batch_in_epoch = int(train["step"]), int(train["epoch"]), int(train["batch_in_epoch"])
-            self.samples, self.train_seconds = int(train["samples"]), float(train["train_seconds"])
+            self.samples_before, self.samples = int(train["samples"]), 0
+            self.train_seconds = float(train["train_seconds"])
             self.history = json.loads(train["history"])
             self.schedule.step_count = int(train["schedule_step"])
             self.schedule.step_count -= 1
@@ -198,6 +212,7 @@ class Trainer:
             total_steps = min(total_steps, cfg.train.max_steps)
         progress = _progress_bar(total_steps, self.step, enabled=rt.is_main and cfg.train.progress_bar)
         interval = {"loss": 0.0, "steps": 0, "samples": 0, "start": time.perf_counter()}
+        profiler = StepProfiler(cfg.train.profile_steps)  # bench hook; a no-op at 0
 
         def on_step(output: StepOutput) -> None:
             real = float(output.weights.sum())
@@ -206,15 +221,20 @@ class Trainer:
             interval["steps"] += 1
             interval["samples"] += real
             progress.update(1)
+            profiler.step()
             if self.step % cfg.train.log_every == 0 or self.step == total_steps:
                 self._log_interval(interval, progress)
 
         has_valid = "valid" in self.metadata.split_rows
         eval_every, save_every = cfg.train.eval_every, cfg.checkpoint.every
+        profiler.start()
         while self.step < total_steps:
             batches = iter(self._batches("train", train=True, epoch=self.epoch))
             for _ in itertools.islice(batches, self.batch_in_epoch):
                 pass  # resuming mid-epoch: skip the batches already trained on
+            if cfg.train.in_memory:  # bench hook: read this epoch's remaining steps now, untimed
+                batches = iter(list(itertools.islice(batches, total_steps - self.step)))
+            batches = profiler.wrap(batches)
             while self.step < total_steps:
                 stop_at = min(total_steps, self.step - self.batch_in_epoch + steps_per_epoch,
                               *(_next_multiple(self.step, n) for n in (eval_every, save_every) if n))
@@ -228,12 +248,16 @@ class Trainer:
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                 if has_valid and (eval_every and self.step % eval_every == 0
                                   or not eval_every and epoch_done and self.step < total_steps):
-                    self._record_eval("valid", self.epoch - epoch_done)
+                    metrics = self._record_eval("valid", self.epoch - epoch_done)
+                    if cfg.train.target_auc and metrics["auc"] >= cfg.train.target_auc:
+                        total_steps = self.step  # bench hook: reached the target, stop here
                 if save_every and self.step % save_every == 0 and self.step < total_steps:
                     self.save_checkpoint()
                 if epoch_done:
                     break
         progress.close()
+        profiler.stop()
+        self._write_step_profile(profiler)
         if cfg.checkpoint.at_end:
             self.save_checkpoint()
         return self._finish()
@@ -253,12 +277,23 @@ class Trainer:
 
     def _record_eval(self, split: str, epoch: int) -> dict[str, float]:
         metrics = self.evaluate(split)
-        record = {"step": self.step, "epoch": epoch, f"{split}_auc": metrics["auc"], f"{split}_logloss": metrics["logloss"]}
+        record = {"step": self.step, "epoch": epoch, f"{split}_auc": metrics["auc"], f"{split}_logloss": metrics["logloss"],
+                  "samples": self._global_samples(), "train_seconds": self.train_seconds}  # fmt: skip
         self.history.append(record)
         self.run_dir.log_metrics(record)
         if self.runtime.is_main:
             print(f"[step {self.step}] {split}: auc={metrics['auc']:.4f} logloss={metrics['logloss']:.4f} ({metrics['rows']} rows)", flush=True)
         return metrics
+
+    def _write_step_profile(self, profiler: StepProfiler) -> None:
+        """Bench hook: every rank's step-time split (``train.profile_steps``) into ``step_profile.json``."""
+        if not self.config.train.profile_steps:
+            return
+        per_rank = [profiler.result]
+        if self.runtime.world_size > 1:
+            per_rank = [None] * self.runtime.world_size
+            dist.all_gather_object(per_rank, profiler.result)
+        self.run_dir.write_json("step_profile.json", {"profile_steps": self.config.train.profile_steps, "ranks": per_rank})
 
     def _write_setup_files(self) -> None:
         self.run_dir.write_json("config.json", dataclasses.asdict(self.config))
@@ -267,7 +302,7 @@ class Trainer:
 
     def _finish(self) -> dict[str, Any]:
         rt = self.runtime
-        (samples,) = _all_reduce([float(self.samples)], rt)
+        samples = self._global_samples()
         (train_seconds, rss) = _all_reduce([self.train_seconds, peak_rss_mb()], rt, dist.ReduceOp.MAX)
         summary: dict[str, Any] = {
             "recipe": self.config.recipe,
@@ -283,7 +318,12 @@ class Trainer:
             "sharding_types": sharding_types_by_table(self.plan),
             "restarts": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")),
             "resumed_from": self.resumed_from,
+            "in_memory": self.config.train.in_memory,
         }
+        target = self.config.train.target_auc
+        if target:  # bench hook: the first validation that reached the target, if any
+            summary["target_auc"] = target
+            summary["target_reached"] = next((r for r in self.history if r.get("valid_auc", 0.0) >= target), None)
         truth = load_truth(self.data_dir) or {}
         for split in ("valid", "test"):
             metrics = self._record_eval(split, self.config.train.epochs - 1) if split in self.metadata.split_rows else None
