@@ -25,7 +25,7 @@ def train_on_rank(runtime: Runtime, data: str, out: str, overrides: list[str]) -
 def trained(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     summaries = run_on_ranks(train_on_rank, 2, str(tiny_dataset), str(out),
-                             ["train.epochs=2", "train.batch_size=256", "train.eval_every=20"])
+                             ["train.epochs=2", "train.batch_size=256", "train.eval_every=20", "train.early_stop_patience=100"])
     return out, summaries
 
 
@@ -62,3 +62,12 @@ def test_run_directory_holds_what_a_user_reads(trained):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("loss" in r for r in records) and any("valid_auc" in r for r in records)
     assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 2
+
+
+def test_final_metrics_come_from_the_best_validation(trained):
+    _, (summary, _) = trained
+    validations = [r for r in summary["history"] if "valid_logloss" in r]
+    best = min(validations[:-1], key=lambda r: r["valid_logloss"])  # the last entry is the final evaluation
+    assert summary["best_step"] == best["step"]
+    assert summary["valid_logloss"] == pytest.approx(best["valid_logloss"], abs=1e-6)
+    assert not summary["early_stopped"]  # patience 100 never ran out

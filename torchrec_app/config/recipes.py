@@ -13,6 +13,8 @@ from torchrec_app.config.overrides import ConfigError
 from torchrec_app.config.schema import (
     AppConfig,
     CrossConfig,
+    DCNv3Config,
+    MaskNetConfig,
     ModelConfig,
     OptimConfig,
     SparseConfig,
@@ -59,10 +61,25 @@ def default() -> AppConfig:
             cross=CrossConfig(kind="low_rank", num_layers=3, low_rank=128),
         ),
         sparse=SparseConfig(embedding_dim=16),
-        optim=OptimConfig(sparse="rowwise_adagrad", sparse_lr=0.05, dense="adagrad", dense_lr=0.02),
-        train=TrainConfig(batch_size=1024, epochs=2, eval_every=0, log_every=20),
+        optim=OptimConfig(sparse="rowwise_adagrad", sparse_lr=0.02, dense="adagrad", dense_lr=0.01),
+        # CTR models overfit after about an epoch: validate often, stop on validation, keep the best.
+        train=TrainConfig(batch_size=1024, epochs=3, eval_every=50, log_every=20, early_stop_patience=2),
         data=ReaderConfig(max_ind_range=100_000),
     )
+
+
+@recipe
+def default_dcnv3() -> AppConfig:
+    """The default run with DCNv3 (4 ECN + 4 LCN layers, the reference's dropouts, Tri-BCE)."""
+    base = default()
+    return replace(base, recipe="default_dcnv3", model=replace(base.model, name="dcnv3", dcnv3=DCNv3Config()))
+
+
+@recipe
+def default_masknet() -> AppConfig:
+    """The default run with serial MaskNet (3 MaskBlocks of width 64, reduction ratio 1)."""
+    base = default()
+    return replace(base, recipe="default_masknet", model=replace(base.model, name="masknet", masknet=MaskNetConfig()))
 
 
 @recipe
@@ -75,7 +92,7 @@ def tiny() -> AppConfig:
         model=replace(base.model, dense_arch=[16, 8], over_arch=[16, 1], cross=CrossConfig(kind="low_rank", num_layers=2, low_rank=8)),
         sparse=replace(base.sparse, embedding_dim=8, num_embeddings=[100, 50, 20, 10], num_dense=4),
         optim=replace(base.optim, sparse_lr=0.01, dense_lr=0.005),
-        train=replace(base.train, batch_size=64, epochs=1, log_every=5, progress_bar=False),
+        train=replace(base.train, batch_size=64, epochs=1, eval_every=0, early_stop_patience=0, log_every=5, progress_bar=False),
         data=replace(base.data, shuffle_buffer_rows=1024, max_ind_range=1000),
     )
 
@@ -126,4 +143,32 @@ def criteo_1tb_dcnv2_mlperf() -> AppConfig:
                           warmup_steps=0, decay_start=0),
         train=TrainConfig(batch_size=8192, epochs=1, eval_every=0),
         data=ReaderConfig(max_ind_range=40_000_000),
+    )
+
+
+@recipe
+def bench_kaggle_like_dlrm() -> AppConfig:
+    """The CPU throughput shape ``torchrec-app bench`` reports on, DLRM (dot interaction):
+    Kaggle-like 26 tables capped at 100k rows (``data.max_ind_range``), dim 64, dense 512-256-64,
+    over 512-512-256-1 (torchrec_dlrm's dlrm_main defaults), batch 2048 per process."""
+    base = default()
+    return replace(
+        base,
+        recipe="bench_kaggle_like_dlrm",
+        model=ModelConfig(name="dlrm", dense_arch=[512, 256, 64], over_arch=[512, 512, 256, 1]),
+        sparse=replace(base.sparse, embedding_dim=64),
+        train=replace(base.train, batch_size=2048, epochs=1, log_every=10),
+        data=replace(base.data, max_ind_range=100_000),
+    )
+
+
+@recipe
+def bench_kaggle_like_dcnv2() -> AppConfig:
+    """:func:`bench_kaggle_like_dlrm` with DCNv2's cross network instead of the dot interaction:
+    3 low-rank cross layers of rank 512 (dlrm_main's ``--interaction_type=dcn`` defaults)."""
+    base = bench_kaggle_like_dlrm()
+    return replace(
+        base,
+        recipe="bench_kaggle_like_dcnv2",
+        model=replace(base.model, name="dcnv2", cross=CrossConfig(kind="low_rank", num_layers=3, low_rank=512)),
     )

@@ -234,6 +234,11 @@ class TrainConfig:
     """Use TrainPipelineSparseDist (overlaps input all-to-all with compute)."""
     progress_bar: bool = True
     """Print a tqdm progress bar on rank 0."""
+    early_stop_patience: int = 0
+    """Stop after this many validations in a row without a better validation logloss (0: never)."""
+    restore_best: bool = True
+    """With early stopping: keep the best validation's state (a checkpoint under <run>/best)
+    and report the final metrics from it."""
     # -- benchmark hooks (``torchrec-app bench``); the defaults leave training unchanged --
     in_memory: bool = False
     """Read each epoch's train batches into a list before its timed steps, so the same model
@@ -246,8 +251,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_positive("train", batch_size=self.batch_size, epochs=self.epochs, log_every=self.log_every)
-        if self.eval_batch_size < 0 or self.max_steps < 0 or self.eval_every < 0:
-            raise ValueError("train.eval_batch_size, train.max_steps and train.eval_every must be >= 0")
+        if self.eval_batch_size < 0 or self.max_steps < 0 or self.eval_every < 0 or self.early_stop_patience < 0:
+            raise ValueError("train.eval_batch_size, train.max_steps, train.eval_every and train.early_stop_patience must be >= 0")
         if self.profile_steps < 0 or not 0.0 <= self.target_auc < 1.0:
             raise ValueError("train.profile_steps must be >= 0 and train.target_auc in [0, 1)")
 

@@ -44,6 +44,7 @@ from torchrec_app.distributed.runtime import Runtime
 from torchrec_app.models.ctr import StepOutput, build_model
 from torchrec_app.models.sparse import build_tables
 from torchrec_app.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from torchrec_app.training.early_stopping import EarlyStopping
 from torchrec_app.training.metrics import EvalAccumulator
 from torchrec_app.training.optimizers import LRSchedule, apply_sparse_optimizer, build_optimizer
 from torchrec_app.training.run_dir import RunDir
@@ -91,6 +92,7 @@ class Trainer:
         self.train_seconds = 0.0
         self.history: list[dict[str, Any]] = []
         self.resumed_from: str | None = None
+        self.early_stopping = EarlyStopping(config.train.early_stop_patience)
 
     # -- set-up ---------------------------------------------------------------------
     def _make_plan(self, model: torch.nn.Module):
@@ -251,6 +253,8 @@ class Trainer:
                     metrics = self._record_eval("valid", self.epoch - epoch_done)
                     if cfg.train.target_auc and metrics["auc"] >= cfg.train.target_auc:
                         total_steps = self.step  # bench hook: reached the target, stop here
+                    if self._early_stop_check(metrics):
+                        total_steps = self.step
                 if save_every and self.step % save_every == 0 and self.step < total_steps:
                     self.save_checkpoint()
                 if epoch_done:
@@ -260,7 +264,30 @@ class Trainer:
         self._write_step_profile(profiler)
         if cfg.checkpoint.at_end:
             self.save_checkpoint()
+        self._restore_best()
         return self._finish()
+
+    # -- early stopping -------------------------------------------------------------
+    @property
+    def best_root(self) -> Path:
+        return self.run_dir.path / "best"
+
+    def _early_stop_check(self, validation: dict[str, float]) -> bool:
+        """Record a validation; keep its state if it is the best; True when training should stop."""
+        improved = self.early_stopping.update(self.step, validation["logloss"])
+        if improved and self.early_stopping.patience and self.config.train.restore_best:
+            save_checkpoint(self.best_root, self.step, self._checkpoint_state(), keep=1)
+        return self.early_stopping.should_stop
+
+    def _restore_best(self) -> None:
+        """With early stopping, go back to the best validation's weights for the final evaluation."""
+        best = self.early_stopping.best_step
+        if not (self.early_stopping.patience and self.config.train.restore_best) or best in (None, self.step):
+            return
+        state, _ = load_checkpoint(latest_checkpoint(self.best_root), self._checkpoint_state())
+        self.model.load_state_dict(state["model"])
+        if self.runtime.is_main:
+            print(f"restored the best validation state (step {best}, logloss {self.early_stopping.best_logloss:.4f})", flush=True)
 
     def _log_interval(self, interval: dict[str, Any], progress) -> None:
         loss_sum, samples = _all_reduce([interval["loss"], interval["samples"]], self.runtime)
@@ -318,6 +345,8 @@ class Trainer:
             "sharding_types": sharding_types_by_table(self.plan),
             "restarts": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")),
             "resumed_from": self.resumed_from,
+            "early_stopped": self.early_stopping.should_stop,
+            "best_step": self.early_stopping.best_step,
             "in_memory": self.config.train.in_memory,
         }
         target = self.config.train.target_auc
