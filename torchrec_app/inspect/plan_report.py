@@ -20,6 +20,7 @@ from torchrec.distributed.planner.types import Perf, ShardingOption, Storage, To
 
 from torchrec_app.distributed.planning import GIB, build_topology, plan_to_dict
 from torchrec_app.inspect.planner_run import PlannerRun
+from torchrec_app.models.compositional import parameters_from_tables
 
 REPORT_FORMAT = "torchrec_app.plan_report"
 REPORT_VERSION = 1
@@ -158,6 +159,9 @@ class PlanReport:
     num_plans: int
     plan: dict[str, Any]
     """The ShardingPlan as :func:`~torchrec_app.distributed.planning.plan_to_dict`."""
+    parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per original table: compression and parameters/bytes before and after
+    (:func:`~torchrec_app.models.compositional.parameters_from_tables`)."""
 
     @property
     def tiers(self) -> tuple[str, ...]:
@@ -239,12 +243,24 @@ def build_report(run: PlannerRun, spec: TopologySpec, recipe: str, margin: float
         recipe=recipe, topology=spec, tables=tables, ranks=ranks, imbalance=[], reserved=reserved, margin=margin,
         planner_stats=[_strip_border(line) for line in run.stats_table], planning_seconds=run.seconds,
         num_proposals=run.num_proposals, num_plans=run.num_plans, plan=plan_to_dict(run.plan),
+        parameters=_parameters(run.options),
     )
     report.imbalance = [imbalance(ranks, "total_ms", [r.perf_ms["total"] for r in ranks])] + [
         imbalance(ranks, f"{tier}_bytes", [r.used[tier] for r in ranks]) for tier in report.tiers
         if any(r.used[tier] for r in ranks)
     ]
     return report
+
+
+def _parameters(options: list[ShardingOption]) -> dict[str, dict[str, Any]]:
+    """Before/after parameters per original table, from the planned modules' table configs."""
+    configs = {}
+    for option in options:
+        embedding_configs = getattr(option.module[1], "embedding_bag_configs", None)
+        for config in embedding_configs() if embedding_configs else []:
+            configs.setdefault(config.name, config)
+    tables = sorted(configs.values(), key=lambda t: _natural_key(t.name))
+    return parameters_from_tables(tables)
 
 
 def _natural_key(name: str) -> tuple:

@@ -62,6 +62,24 @@ def _table(rows: list[list[str]], right: set[int]) -> list[str]:
     return out
 
 
+def _compression_lines(report: PlanReport) -> list[str]:
+    """Before/after parameters of the compressed tables (none: no section)."""
+    compressed = {name: e for name, e in report.parameters.items() if e["compression"] != "full"}
+    if not compressed:
+        return []
+    rows = [["table", "compression", "rows before", "params before", "params after", "bytes after", "ratio", "tables"]]
+    for name, e in compressed.items():
+        rows.append([
+            name, e["compression"], f"{e['before']['rows']:,}", f"{e['before']['parameters']:,}",
+            f"{e['after']['parameters']:,}", f"{gib(e['after']['bytes'])} GiB", f"{e['ratio']:.1f}x", ", ".join(e["tables"]),
+        ])
+    before = sum(e["before"]["parameters"] for e in report.parameters.values())
+    after = sum(e["after"]["parameters"] for e in report.parameters.values())
+    return ["", "Compressed tables (docs/EMBEDDINGS.md)"] + _table(rows, right={2, 3, 4, 5, 6}) + [
+        f"  all tables: {before:,} -> {after:,} parameters ({before / max(after, 1):.1f}x fewer; fp32 bytes x4)"
+    ]
+
+
 def format_report(report: PlanReport, with_stats: bool = True) -> str:
     """The full text report."""
     spec = report.topology
@@ -90,6 +108,7 @@ def format_report(report: PlanReport, with_stats: bool = True) -> str:
         "  bytes: weights (rows x dim x 4 for fp32); memory: the planner's estimate over all shards "
         f"({'+'.join(t.upper() for t in tiers)}): weights, optimizer state, I/O buffers"
     )
+    lines += _compression_lines(report)
     lines += ["", "Ranks"]
     rows = [["rank", "host"] + [f"{t.upper()} used / cap GiB" for t in tiers] + ["compute ms", "comms ms", "total ms", "tables"]]
     for r in report.ranks:

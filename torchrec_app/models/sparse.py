@@ -18,27 +18,29 @@ from typing import Mapping, Sequence
 
 import torch
 from torch import nn
-from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
+from torchrec.modules.embedding_configs import DataType, EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from torchrec_app.config.overrides import ConfigError
 from torchrec_app.config.schema import SparseConfig
+from torchrec_app.models.compositional import CompositionalTransform, plan_features, table_name, tables_for
 
-
-def table_name(feature: str) -> str:
-    """Name of the table that embeds ``feature``."""
-    return f"t_{feature}"
+__all__ = ["SparseArch", "build_feature_transform", "build_tables", "table_name"]
 
 
 def build_tables(
     config: SparseConfig, features: Sequence[str], num_embeddings: Mapping[str, int]
 ) -> list[EmbeddingBagConfig]:
-    """One ``EmbeddingBagConfig`` per feature: rows from ``num_embeddings``, width from config.
+    """One ``EmbeddingBagConfig`` per feature (rows from ``num_embeddings``, width from config),
+    or, for a feature in ``sparse.compress``, its hashed table or its partition tables.
 
     >>> tables = build_tables(SparseConfig(embedding_dim=8, dims={"b": 4}), ["a", "b"], {"a": 10, "b": 20})
     >>> [(t.name, t.num_embeddings, t.embedding_dim) for t in tables]
     [('t_a', 10, 8), ('t_b', 20, 4)]
+    >>> tables = build_tables(SparseConfig(embedding_dim=8, compress={"a": "qr:4", "b": "hash:4"}), ["a", "b"], {"a": 10, "b": 20})
+    >>> [(t.name, t.feature_names, t.num_embeddings, t.embedding_dim) for t in tables]
+    [('t_a__p0', ['a__p0'], 3, 8), ('t_a__p1', ['a__p1'], 4, 8), ('t_b', ['b'], 5, 8)]
     """
     unknown = sorted(set(config.dims) - set(features))
     if unknown:
@@ -46,17 +48,30 @@ def build_tables(
     missing = [f for f in features if f not in num_embeddings]
     if missing:
         raise ConfigError(f"no table size for features {missing}")
+    unknown = sorted(set(config.compress) - set(features))
+    if unknown:
+        raise ConfigError(f"sparse.compress names features that do not exist: {unknown}; features are {list(features)}")
     pooling = PoolingType.SUM if config.pooling == "sum" else PoolingType.MEAN
-    return [
-        EmbeddingBagConfig(
-            name=table_name(feature),
-            feature_names=[feature],
-            num_embeddings=int(num_embeddings[feature]),
-            embedding_dim=config.dims.get(feature, config.embedding_dim),
-            pooling=pooling,
-        )
-        for feature in features
-    ]
+    data_type = DataType[config.data_type.upper()]
+    try:
+        plans = plan_features(config, features, num_embeddings)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return [table for plan in plans for table in tables_for(plan, pooling=pooling, data_type=data_type)]
+
+
+def build_feature_transform(
+    config: SparseConfig, features: Sequence[str], num_embeddings: Mapping[str, int]
+) -> CompositionalTransform | None:
+    """The id transform for compressed features, or ``None`` when every table is full.
+
+    >>> build_feature_transform(SparseConfig(), ["a"], {"a": 10}) is None
+    True
+    """
+    plans = plan_features(config, features, num_embeddings)
+    if all(p.spec.method == "full" for p in plans):
+        return None
+    return CompositionalTransform(plans, config.pooling)
 
 
 class SparseArch(nn.Module):
@@ -64,8 +79,9 @@ class SparseArch(nn.Module):
 
     Args:
         embedding_bag_collection: the tables (built on ``meta`` for sharding).
-        feature_transform: optional module mapping the batch KJT to the KJT the tables
-            read (e.g. quotient-remainder ids); identity when ``None``.
+        feature_transform: optional :class:`~torchrec_app.models.compositional.CompositionalTransform`
+            mapping the batch KJT to the KJT the tables read (hashed or quotient-remainder ids)
+            and composing the pooled partitions back into one ``B x D`` per feature; identity when ``None``.
 
     Example::
 
@@ -83,10 +99,13 @@ class SparseArch(nn.Module):
         self.feature_transform = feature_transform
         self.feature_names: list[str] = []
         self.feature_dims: list[int] = []
-        for table in embedding_bag_collection.embedding_bag_configs():
-            for feature in table.feature_names:
-                self.feature_names.append(feature)
-                self.feature_dims.append(table.embedding_dim)
+        if feature_transform is not None:
+            self.feature_names, self.feature_dims = list(feature_transform.feature_names), list(feature_transform.feature_dims)
+        else:
+            for table in embedding_bag_collection.embedding_bag_configs():
+                for feature in table.feature_names:
+                    self.feature_names.append(feature)
+                    self.feature_dims.append(table.embedding_dim)
 
     @property
     def output_dim(self) -> int:
@@ -100,7 +119,8 @@ class SparseArch(nn.Module):
         order, so the columns are picked by name (without branching: the train
         pipeline traces this forward with torch.fx).
         """
-        if self.feature_transform is not None:
-            features = self.feature_transform(features)
+        if self.feature_transform is not None:  # fixed at construction: static under torch.fx
+            pooled = self.embedding_bag_collection(self.feature_transform(features)).to_dict()
+            return torch.cat(self.feature_transform.compose(pooled, features), dim=1)
         by_name = self.embedding_bag_collection(features).to_dict()
         return torch.cat([by_name[name] for name in self.feature_names], dim=1)
