@@ -25,6 +25,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("torchrec_app.export", "write a checkpoint's model unsharded, for serving"),
     "show-config": ("torchrec_app.config.show", "print a recipe's resolved config with field docs"),
     "plan": ("torchrec_app.inspect.plan_cli", "show, save, chart or diff the sharding plan for a topology"),
+    "bench": ("torchrec_app.bench.cli", "measure samples/s, step-time split, pipeline efficiency and AUC of configs"),
+    "explain": ("torchrec_app.explain.explain_cli", "rank feature crosses and features by a trained DCNv2's cross-layer weight blocks"),
+    "suggest-dims": ("torchrec_app.explain.suggest_cli", "propose per-feature embedding dims from cross importance under a budget"),
 }
 
 

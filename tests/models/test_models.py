@@ -59,7 +59,7 @@ def test_padding_rows_do_not_count_in_the_loss():
 
 def test_unknown_model_name():
     config = resolve_config("tiny", ["model.name=transformer"])
-    with pytest.raises(ConfigError, match="model.name='transformer' is not a registered model; known: dcnv2, dlrm"):
+    with pytest.raises(ConfigError, match="model.name='transformer' is not a registered model; known: dcnv2, dcnv3, dlrm, masknet"):
         build_model(config, 4, FEATURES, SIZES, device="cpu")
 
 

@@ -70,9 +70,18 @@ def default() -> AppConfig:
 
 @recipe
 def default_dcnv3() -> AppConfig:
-    """The default run with DCNv3 (4 ECN + 4 LCN layers, the reference's dropouts, Tri-BCE)."""
+    """The default run with DCNv3 (4 ECN + 4 LCN layers, the reference's dropouts, Tri-BCE).
+
+    Adam on the dense tower: with Adagrad's large first steps the exponential cross
+    branch (a high-degree polynomial of the embeddings) diverged (loss ~1e9 by step 20);
+    with Adam at 1e-3 and a smaller table rate it trains (docs/MODELS.md)."""
     base = default()
-    return replace(base, recipe="default_dcnv3", model=replace(base.model, name="dcnv3", dcnv3=DCNv3Config()))
+    return replace(
+        base,
+        recipe="default_dcnv3",
+        model=replace(base.model, name="dcnv3", dcnv3=DCNv3Config()),
+        optim=replace(base.optim, dense="adam", dense_lr=0.001, sparse_lr=0.01),
+    )
 
 
 @recipe
@@ -157,7 +166,8 @@ def bench_kaggle_like_dlrm() -> AppConfig:
         recipe="bench_kaggle_like_dlrm",
         model=ModelConfig(name="dlrm", dense_arch=[512, 256, 64], over_arch=[512, 512, 256, 1]),
         sparse=replace(base.sparse, embedding_dim=64),
-        train=replace(base.train, batch_size=2048, epochs=1, log_every=10),
+        optim=OptimConfig(sparse="rowwise_adagrad", sparse_lr=0.02, dense="adagrad", dense_lr=0.01),
+        train=TrainConfig(batch_size=2048, epochs=1, eval_every=0, log_every=10),
         data=replace(base.data, max_ind_range=100_000),
     )
 
@@ -172,3 +182,47 @@ def bench_kaggle_like_dcnv2() -> AppConfig:
         recipe="bench_kaggle_like_dcnv2",
         model=replace(base.model, name="dcnv2", cross=CrossConfig(kind="low_rank", num_layers=3, low_rank=512)),
     )
+
+
+@recipe
+def qr_bench_full() -> AppConfig:
+    """Compressed-embedding benchmark baseline (docs/EMBEDDINGS.md): full tables, width 16,
+    small DCNv2 towers, sized for 2 CPU ranks on the generated data."""
+    base = default()
+    return replace(
+        base,
+        recipe="qr_bench_full",
+        model=replace(base.model, dense_arch=[64, 32, 16], over_arch=[64, 32, 1],
+                      cross=CrossConfig(kind="low_rank", num_layers=2, low_rank=32)),
+        sparse=replace(base.sparse, embedding_dim=16, compress_min_rows=1000),
+        train=replace(base.train, batch_size=512, epochs=2, eval_every=50, early_stop_patience=2, progress_bar=False),
+    )
+
+
+def _qr_bench(name: str, spec: str) -> AppConfig:
+    base = qr_bench_full()
+    return replace(base, recipe=name, sparse=replace(base.sparse, compress_default=spec))
+
+
+@recipe
+def qr_bench_hash4() -> AppConfig:
+    """qr_bench_full with every table over 1000 rows hashed 4x smaller (hash:4)."""
+    return _qr_bench("qr_bench_hash4", "hash:4")
+
+
+@recipe
+def qr_bench_qr4() -> AppConfig:
+    """qr_bench_full with every table over 1000 rows quotient-remainder, 4 collisions, mult."""
+    return _qr_bench("qr_bench_qr4", "qr:4:mult")
+
+
+@recipe
+def qr_bench_qr60() -> AppConfig:
+    """qr_bench_full with every table over 1000 rows quotient-remainder, 60 collisions, mult (~60x)."""
+    return _qr_bench("qr_bench_qr60", "qr:60:mult")
+
+
+@recipe
+def qr_bench_hash60() -> AppConfig:
+    """qr_bench_full with every table over 1000 rows hashed 60x smaller (hash:60): QR-60's size."""
+    return _qr_bench("qr_bench_hash60", "hash:60")

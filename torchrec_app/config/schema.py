@@ -17,6 +17,10 @@ SHARDING_TYPES = (
     "data_parallel", "table_wise", "row_wise", "column_wise", "table_row_wise", "table_column_wise", "grid_shard",
 )
 CROSS_KINDS = ("full", "low_rank", "mixture")
+COMPUTE_KERNELS = ("", "fused", "fused_uvm_caching", "fused_uvm", "dense")
+COMM_PRECISIONS = ("", "fp32", "fp16", "bf16")
+TABLE_DTYPES = ("fp32", "fp16", "bf16")
+AMP_DTYPES = ("", "bf16")
 STRUCTURES = ("stacked", "parallel")
 MASKNET_STRUCTURES = ("serial", "parallel")
 SPARSE_OPTIMIZERS = ("adagrad", "rowwise_adagrad", "adam", "sgd")
@@ -136,9 +140,62 @@ class ModelConfig:
             raise ValueError(f"model.over_arch must end in 1 (the logit), got {self.over_arch}")
 
 
+COMPRESSION_METHODS = ("full", "hash", "qr", "mr")
+COMPOSE_OPERATIONS = ("mult", "add", "concat")
+
+
+@dataclass(frozen=True, slots=True)
+class CompressionSpec:
+    """How one table is stored; parsed from ``sparse.compress`` strings (see :func:`parse_compression`)."""
+
+    method: str = "full"
+    """full, hash (id mod ceil(n/c)), qr (remainder x quotient) or mr (k mixed-radix digits)."""
+    collisions: int = 1
+    """hash and qr: about this many ids share one row of the (remainder) table."""
+    operation: str = "mult"
+    """qr and mr: how the partition vectors compose: mult, add or concat."""
+    partitions: int = 1
+    """Number of tables the id is split across (1 for full and hash, 2 for qr, k for mr)."""
+
+
+def parse_compression(spec: str, where: str = "sparse.compress") -> CompressionSpec:
+    """Parse ``full``, ``hash:C``, ``qr:C[:OP]`` or ``mr:K[:OP]`` (OP: mult, add, concat).
+
+    >>> parse_compression("qr:4:add")
+    CompressionSpec(method='qr', collisions=4, operation='add', partitions=2)
+    >>> parse_compression("mr:3")
+    CompressionSpec(method='mr', collisions=1, operation='mult', partitions=3)
+    >>> parse_compression("qr:1", 'sparse.compress["C3"]')
+    Traceback (most recent call last):
+    ...
+    ValueError: sparse.compress["C3"]='qr:1': collisions must be an integer >= 2 (how many ids share a row), got '1'
+    """
+    parts = spec.split(":")
+    method, args = parts[0], parts[1:]
+    _check_choice(where.rsplit(".", 1)[0], where.rsplit(".", 1)[-1] + " method", method, COMPRESSION_METHODS)
+    usage = {"full": "full", "hash": "hash:C", "qr": "qr:C[:OP]", "mr": "mr:K[:OP]"}[method]
+    if len(args) not in {"full": (0,), "hash": (1,), "qr": (1, 2), "mr": (1, 2)}[method]:
+        raise ValueError(f"{where}={spec!r}: expected {usage} (C collisions, K partitions, OP one of {', '.join(COMPOSE_OPERATIONS)})")
+    if method == "full":
+        return CompressionSpec()
+    count = args[0]
+    what = "partitions must be an integer >= 2 (tables per id)" if method == "mr" else "collisions must be an integer >= 2 (how many ids share a row)"
+    if not count.isdigit() or int(count) < 2:
+        raise ValueError(f"{where}={spec!r}: {what}, got {count!r}")
+    if method == "hash":
+        return CompressionSpec(method="hash", collisions=int(count))
+    operation = args[1] if len(args) == 2 else "mult"
+    if operation not in COMPOSE_OPERATIONS:
+        raise ValueError(f"{where}={spec!r}: operation {operation!r} is not one of {', '.join(COMPOSE_OPERATIONS)}")
+    if method == "qr":
+        return CompressionSpec(method="qr", collisions=int(count), operation=operation, partitions=2)
+    return CompressionSpec(method="mr", operation=operation, partitions=int(count))
+
+
 @dataclass(kw_only=True, slots=True)
 class SparseConfig:
-    """Embedding tables: one table per sparse feature, named ``t_<feature>``."""
+    """Embedding tables: one table per sparse feature, named ``t_<feature>``; compressed
+    features get partition tables ``t_<feature>__p<j>`` instead (``docs/EMBEDDINGS.md``)."""
 
     embedding_dim: int = 64
     """Default embedding width."""
@@ -150,14 +207,47 @@ class SparseConfig:
     """Dense features when no dataset metadata gives them."""
     pooling: str = "sum"
     """Pooling of multi-hot bags: sum or mean."""
+    data_type: str = "fp32"
+    """Storage type of the table weights: fp32, fp16 or bf16 (fp16/bf16 halve table memory)."""
+    compress: dict[str, str] = field(default_factory=dict)
+    """Per-feature table compression, e.g. {"C3": "qr:4:mult"}: full, hash:C (ceil(n/C) rows, ids
+    collide), qr:C[:OP] (quotient-remainder, every id unique; OP mult, add or concat) or
+    mr:K[:OP] (K mixed-radix partitions of ~n^(1/K) rows each). Always applied."""
+    compress_default: str = "full"
+    """Compression of features not in compress whose table has more than compress_min_rows rows."""
+    compress_min_rows: int = 0
+    """Tables with at most this many rows keep compress_default from applying (the paper's threshold)."""
+    compress_max_bag: int = 1
+    """mult only: the largest bag (ids per sample) of a compressed feature; mult composes each id
+    before pooling, one lookup slot per bag position (add and concat are exact for any bag)."""
 
     def __post_init__(self) -> None:
-        _check_positive("sparse", embedding_dim=self.embedding_dim, num_dense=self.num_dense)
+        _check_positive("sparse", embedding_dim=self.embedding_dim, num_dense=self.num_dense,
+                        compress_max_bag=self.compress_max_bag)
         _check_choice("sparse", "pooling", self.pooling, ("sum", "mean"))
+        _check_choice("sparse", "data_type", self.data_type, TABLE_DTYPES)
         for feature, dim in self.dims.items():
             _check_positive("sparse.dims", **{feature: dim})
         for i, rows in enumerate(self.num_embeddings):
             _check_positive("sparse.num_embeddings", **{f"[{i}]": rows})
+        for feature, spec in self.compress.items():
+            parse_compression(spec, f'sparse.compress["{feature}"]')
+        parse_compression(self.compress_default, "sparse.compress_default")
+        if self.compress_min_rows < 0:
+            raise ValueError(f"sparse.compress_min_rows must be >= 0, got {self.compress_min_rows}")
+
+    def compression_of(self, feature: str, rows: int) -> CompressionSpec:
+        """The compression of ``feature`` whose full table has ``rows`` rows.
+
+        >>> cfg = SparseConfig(compress={"C1": "hash:2"}, compress_default="qr:4", compress_min_rows=100)
+        >>> [cfg.compression_of(f, n).method for f, n in [("C1", 10), ("C2", 10), ("C3", 1000)]]
+        ['hash', 'full', 'qr']
+        """
+        if feature in self.compress:
+            return parse_compression(self.compress[feature], f'sparse.compress["{feature}"]')
+        if rows > self.compress_min_rows:
+            return parse_compression(self.compress_default, "sparse.compress_default")
+        return CompressionSpec()
 
 
 @dataclass(kw_only=True, slots=True)
@@ -174,6 +264,17 @@ class ShardingConfig:
     """Per-host DDR for the planner (0: torchrec's default). On cpu, tables live here."""
     plan_file: str = ""
     """Load this ShardingPlan JSON (from `torchrec-app plan --json`) instead of planning."""
+    compute_kernel: str = ""
+    """Table kernel for every sharded table (empty: the planner picks). fused: tables in
+    device memory; fused_uvm_caching (cuda): tables in host memory behind an HBM cache,
+    for tables bigger than HBM; fused_uvm (cuda): host memory, no cache."""
+    cache_load_factor: float = 0.2
+    """fused_uvm_caching: fraction of each table's rows kept in the HBM cache."""
+    qcomms_forward: str = ""
+    """Precision of the embedding all-to-all / reduce-scatter in the forward pass
+    (empty: fp32; fp16 or bf16 halve the bytes sent)."""
+    qcomms_backward: str = ""
+    """Precision of the same collectives in the backward pass (empty: fp32; fp16, bf16)."""
 
     def __post_init__(self) -> None:
         for value in self.types:
@@ -181,6 +282,11 @@ class ShardingConfig:
         for table, allowed in self.per_table.items():
             for value in allowed.split("|"):
                 _check_choice("sharding.per_table", table, value, SHARDING_TYPES)
+        _check_choice("sharding", "compute_kernel", self.compute_kernel, COMPUTE_KERNELS)
+        _check_choice("sharding", "qcomms_forward", self.qcomms_forward, COMM_PRECISIONS)
+        _check_choice("sharding", "qcomms_backward", self.qcomms_backward, COMM_PRECISIONS)
+        if not 0.0 < self.cache_load_factor <= 1.0:
+            raise ValueError(f"sharding.cache_load_factor must be in (0, 1], got {self.cache_load_factor}")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -234,6 +340,11 @@ class TrainConfig:
     """Use TrainPipelineSparseDist (overlaps input all-to-all with compute)."""
     progress_bar: bool = True
     """Print a tqdm progress bar on rank 0."""
+    amp: str = ""
+    """Autocast the model's forward to bf16 (empty: off); the loss stays fp32. bf16 needs
+    no loss scaling (fp16 would), and runs on CPU as well as CUDA."""
+    tf32: bool = True
+    """On CUDA, let fp32 matmuls use TF32 tensor cores (no effect on CPU)."""
     early_stop_patience: int = 0
     """Stop after this many validations in a row without a better validation logloss (0: never)."""
     restore_best: bool = True
@@ -251,6 +362,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_positive("train", batch_size=self.batch_size, epochs=self.epochs, log_every=self.log_every)
+        _check_choice("train", "amp", self.amp, AMP_DTYPES)
         if self.eval_batch_size < 0 or self.max_steps < 0 or self.eval_every < 0 or self.early_stop_patience < 0:
             raise ValueError("train.eval_batch_size, train.max_steps, train.eval_every and train.early_stop_patience must be >= 0")
         if self.profile_steps < 0 or not 0.0 <= self.target_auc < 1.0:

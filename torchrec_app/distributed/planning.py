@@ -22,6 +22,7 @@ from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
 from torchrec.distributed.planner.storage_reservations import HeuristicalStorageReservation
 from torchrec.distributed.planner.types import ParameterConstraints, Stats
 from torchrec.distributed.types import (
+    CacheParams,
     EmbeddingModuleShardingPlan,
     EnumerableShardingSpec,
     ParameterSharding,
@@ -68,24 +69,43 @@ def supported_sharding_types(compute_device: str) -> list[str]:
 def build_constraints(
     config: ShardingConfig, tables: Sequence[EmbeddingBagConfig], compute_device: str
 ) -> dict[str, ParameterConstraints]:
-    """Per-table ``ParameterConstraints`` from config, checked against the tables and device."""
+    """Per-table ``ParameterConstraints`` from config, checked against the tables and device.
+
+    Sharding types come from ``sharding.per_table`` (else ``sharding.types``); the
+    compute kernel from ``sharding.compute_kernel``, with ``CacheParams`` for
+    ``fused_uvm_caching``. A type or kernel the device cannot run is a ``ConfigError``.
+    """
     names = [t.name for t in tables]
     unknown = sorted(set(config.per_table) - set(names))
     if unknown:
         raise ConfigError(f"sharding.per_table names tables that do not exist: {unknown}; tables are {names}")
-    supported = supported_sharding_types(compute_device)
+    sharder = build_sharders()[0]
+    supported = sharder.sharding_types(compute_device)
     constraints: dict[str, ParameterConstraints] = {}
     for table in tables:
         allowed = config.per_table[table.name].split("|") if table.name in config.per_table else list(config.types)
-        if not allowed:
-            continue
         bad = [t for t in allowed if t not in supported]
         if bad:
             raise ConfigError(
                 f"table {table.name}: sharding type(s) {bad} cannot run on {compute_device}; "
                 f"supported there: {', '.join(supported)}"
             )
-        constraints[table.name] = ParameterConstraints(sharding_types=allowed)
+        kernel = config.compute_kernel
+        if kernel:
+            kernel_types = [t for t in (allowed or supported) if kernel in sharder.compute_kernels(t, compute_device)]
+            if not kernel_types:
+                kernels = sorted({k for t in (allowed or supported) for k in sharder.compute_kernels(t, compute_device)})
+                raise ConfigError(
+                    f"table {table.name}: sharding.compute_kernel={kernel} cannot run on {compute_device} with "
+                    f"sharding types {allowed or supported}; kernels there: {', '.join(kernels)}"
+                )
+            allowed = kernel_types
+        if not allowed and not kernel:
+            continue
+        cache = CacheParams(load_factor=config.cache_load_factor) if kernel == "fused_uvm_caching" else None
+        constraints[table.name] = ParameterConstraints(
+            sharding_types=allowed or None, compute_kernels=[kernel] if kernel else None, cache_params=cache
+        )
     return constraints
 
 
@@ -101,7 +121,7 @@ def plan_sharding(
     Returns the plan and the planner (whose stats the inspection CLI reads).
     """
     planner = build_planner(topology, batch_size, constraints)
-    sharders = build_sharders()
+    sharders = build_sharders()  # the planner only reads types/kernels; comms codecs do not matter here
     plan = planner.collective_plan(model, sharders, pg) if pg is not None else planner.plan(model, sharders)
     return plan, planner
 

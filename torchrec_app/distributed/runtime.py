@@ -50,6 +50,13 @@ def pick_device(local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+def device_memory_gb(device: torch.device) -> float:
+    """Total memory of a CUDA device in GiB (what the planner may fill); 0 for the CPU."""
+    if device.type != "cuda":
+        return 0.0
+    return torch.cuda.get_device_properties(device).total_memory / 1024**3
+
+
 def init_runtime(timeout_s: float = 600.0) -> Runtime:
     """Join (or, alone, create) the default process group and describe this process."""
     if "RANK" not in os.environ:

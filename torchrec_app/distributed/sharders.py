@@ -11,6 +11,7 @@ every type on 2 gloo ranks trains exactly like one unsharded process.
 from __future__ import annotations
 
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+from torchrec.distributed.fbgemm_qcomm_codec import CommType, QCommsConfig, get_qcomm_codecs_registry
 from torchrec.distributed.types import ModuleSharder, ShardingType
 from torch import nn
 
@@ -28,6 +29,15 @@ class AllTypesEmbeddingBagCollectionSharder(EmbeddingBagCollectionSharder):
         return types
 
 
-def build_sharders() -> list[ModuleSharder[nn.Module]]:
-    """The sharders the planner and ``DistributedModelParallel`` use."""
-    return [AllTypesEmbeddingBagCollectionSharder()]
+def build_sharders(qcomms_forward: str = "", qcomms_backward: str = "") -> list[ModuleSharder[nn.Module]]:
+    """The sharders the planner and ``DistributedModelParallel`` use.
+
+    ``qcomms_forward`` / ``qcomms_backward`` (``fp16``, ``bf16``; empty = fp32) quantize
+    the embedding all-to-alls and reduce-scatters with FBGEMM's codecs
+    (``QCommsConfig``), halving the bytes on the wire at some precision cost.
+    """
+    registry = None
+    if qcomms_forward not in ("", "fp32") or qcomms_backward not in ("", "fp32"):
+        registry = get_qcomm_codecs_registry(QCommsConfig(
+            forward_precision=CommType(qcomms_forward or "fp32"), backward_precision=CommType(qcomms_backward or "fp32")))
+    return [AllTypesEmbeddingBagCollectionSharder(qcomm_codecs_registry=registry)]

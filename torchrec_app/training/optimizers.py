@@ -18,6 +18,7 @@ from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backwa
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
+from torchrec_app.config.overrides import ConfigError
 from torchrec_app.config.schema import OptimConfig
 
 _SPARSE = {
@@ -31,6 +32,25 @@ _DENSE = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam, "sgd": torch
 
 def _kwargs(name: str, lr: float, eps: float) -> dict[str, Any]:
     return {"lr": lr} if name == "sgd" else {"lr": lr, "eps": eps}
+
+
+#: Table optimizers FBGEMM's CPU kernels implement; Adam is CUDA-only there.
+CPU_SPARSE_OPTIMIZERS = ("adagrad", "rowwise_adagrad", "sgd")
+
+
+def check_sparse_optimizer(config: OptimConfig, device_type: str) -> None:
+    """Fail at start-up, not inside FBGEMM, when the table optimizer cannot run on the device.
+
+    >>> check_sparse_optimizer(OptimConfig(sparse="adam"), "cpu")
+    Traceback (most recent call last):
+    ...
+    torchrec_app.config.overrides.ConfigError: optim.sparse=adam has no FBGEMM kernel on cpu; use one of adagrad, rowwise_adagrad, sgd there (adam runs on cuda)
+    """
+    if device_type == "cpu" and config.sparse not in CPU_SPARSE_OPTIMIZERS:
+        raise ConfigError(
+            f"optim.sparse={config.sparse} has no FBGEMM kernel on cpu; use one of "
+            f"{', '.join(CPU_SPARSE_OPTIMIZERS)} there ({config.sparse} runs on cuda)"
+        )
 
 
 def apply_sparse_optimizer(embedding_module: nn.Module, config: OptimConfig) -> None:

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
+from torchrec_app.bench.step_profile import StepProfiler
 from torchrec_app.config.schema import AppConfig
 from torchrec_app.data.batch import Batch
 from torchrec_app.data.metadata import load_metadata
@@ -40,15 +41,16 @@ from torchrec_app.distributed.planning import (
     plan_to_dict,
     sharding_types_by_table,
 )
-from torchrec_app.distributed.runtime import Runtime
+from torchrec_app.distributed.runtime import Runtime, device_memory_gb
+from torchrec_app.distributed.sharders import build_sharders
+from torchrec_app.models.compositional import parameters_by_table
 from torchrec_app.models.ctr import StepOutput, build_model
 from torchrec_app.models.sparse import build_tables
 from torchrec_app.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from torchrec_app.training.early_stopping import EarlyStopping
 from torchrec_app.training.metrics import EvalAccumulator
-from torchrec_app.training.optimizers import LRSchedule, apply_sparse_optimizer, build_optimizer
+from torchrec_app.training.optimizers import LRSchedule, apply_sparse_optimizer, build_optimizer, check_sparse_optimizer
 from torchrec_app.training.run_dir import RunDir
-from torchrec_app.bench.step_profile import StepProfiler
 
 
 def _all_reduce(values: list[float], runtime: Runtime, op: dist.ReduceOp = dist.ReduceOp.SUM) -> list[float]:
@@ -75,9 +77,14 @@ class Trainer:
 
         torch.manual_seed(config.train.seed)
         model = build_model(config, self.metadata.dense_features, self.metadata.sparse_features, self.table_sizes, "meta")
+        check_sparse_optimizer(config.optim, runtime.device.type)
         apply_sparse_optimizer(model.model.sparse_arch.embedding_bag_collection, config.optim)
         self.plan = self._make_plan(model)
-        self.model = shard_model(model, runtime, self.plan)
+        sharders = build_sharders(config.sharding.qcomms_forward, config.sharding.qcomms_backward)
+        self.model = shard_model(model, runtime, self.plan, sharders)
+        if runtime.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = config.train.tf32
+            torch.backends.cudnn.allow_tf32 = config.train.tf32
         self.optimizer = build_optimizer(self.model, config.optim)
         self.schedule = LRSchedule(self.optimizer, config.optim)
         self.pipeline = (
@@ -102,7 +109,8 @@ class Trainer:
             plan = load_plan(cfg.sharding.plan_file, rt.device.type, rt.local_world_size)
             check_plan_matches(plan, tables, rt.world_size)
             return plan
-        topology = build_topology(rt.world_size, rt.device.type, rt.local_world_size, cfg.sharding.hbm_gb, cfg.sharding.ddr_gb)
+        hbm_gb = cfg.sharding.hbm_gb or device_memory_gb(rt.device)  # on CUDA, the real device's memory
+        topology = build_topology(rt.world_size, rt.device.type, rt.local_world_size, hbm_gb, cfg.sharding.ddr_gb)
         constraints = build_constraints(cfg.sharding, tables, rt.device.type)
         plan, _ = plan_sharding(model, topology, cfg.train.batch_size, constraints, dist.GroupMember.WORLD)
         return plan
@@ -124,11 +132,16 @@ class Trainer:
         self.optimizer.step()
         return output
 
+    def _autocast(self):
+        """bf16 autocast of the forward when ``train.amp=bf16``; a no-op context otherwise."""
+        return torch.autocast(self.runtime.device.type, dtype=torch.bfloat16, enabled=self.config.train.amp == "bf16")
+
     def _train_steps(self, batches: Iterator[Batch], on_step) -> None:
         """Step until ``batches`` is exhausted (the pipeline drains its in-flight batches)."""
         while True:
             try:
-                output = self.pipeline.progress(batches) if self.pipeline else self._step_without_pipeline(batches)
+                with self._autocast():
+                    output = self.pipeline.progress(batches) if self.pipeline else self._step_without_pipeline(batches)
             except StopIteration:
                 return
             self.schedule.step()
@@ -140,7 +153,7 @@ class Trainer:
         model = self.pipeline.detach() if self.pipeline else self.model
         model.eval()
         accumulator = EvalAccumulator()
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             for batch in self._batches(split, train=False):
                 _, output = model(batch.to(self.runtime.device))
                 accumulator.add(output.logits, output.labels, output.weights)
@@ -366,6 +379,7 @@ class Trainer:
                 summary[f"{split}_auc_gap_to_oracle"] = oracle["auc"] - metrics["auc"]
         if rt.device.type == "cuda":
             summary["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(rt.device) / 2**20
+        summary["parameters_by_table"] = parameters_by_table(self.config.sparse, self.metadata.sparse_features, self.table_sizes)
         summary["history"] = self.history
         self.run_dir.write_json("summary.json", summary)
         return summary
