@@ -59,7 +59,7 @@ def test_padding_rows_do_not_count_in_the_loss():
 
 def test_unknown_model_name():
     config = resolve_config("tiny", ["model.name=transformer"])
-    with pytest.raises(ConfigError, match="model.name='transformer' is not a registered model; known: dcnv2, dcnv3, dlrm, masknet"):
+    with pytest.raises(ConfigError, match="model.name='transformer' is not a registered model; known: dcnv2, dcnv3, dlrm, dnn, masknet"):
         build_model(config, 4, FEATURES, SIZES, device="cpu")
 
 
@@ -81,3 +81,11 @@ def test_sharding_type_the_device_cannot_run():
     tables = build_tables(config.sparse, FEATURES, SIZES)
     with pytest.raises(ConfigError, match="cannot run on cpu; supported there: .*row_wise"):
         build_constraints(config.sharding, tables, "cpu")
+
+
+def test_dnn_baseline_takes_per_feature_widths():
+    config = resolve_config("tiny", ["model.name=dnn", "sparse.dims=C1:16"])
+    model = build_model(config, 4, FEATURES, SIZES, device="cpu")
+    assert model.model.sparse_arch.feature_dims == [16, 8, 8]
+    loss, out = model(_batch())
+    assert out.logits.shape == (8,) and torch.isfinite(loss)
