@@ -57,6 +57,25 @@ def device_memory_gb(device: torch.device) -> float:
     return torch.cuda.get_device_properties(device).total_memory / 1024**3
 
 
+def _store_for_this_attempt(rank: int, world_size: int, timeout: timedelta) -> dist.Store | None:
+    """Under torchelastic, the rendezvous store with keys namespaced by restart attempt.
+
+    torch assumes the agent makes a new store for every restart, but with the c10d
+    rendezvous (``torchrun --standalone``) the store can outlive a failed round, and a
+    restarted rank then reads a dead peer's gloo address and fails to connect ("Connection
+    refused"). A prefix per ``TORCHELASTIC_RESTART_COUNT`` keeps each round's keys apart.
+    Outside torchelastic: None (``env://`` as usual).
+    """
+    if "TORCHELASTIC_RESTART_COUNT" not in os.environ:
+        return None
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+        is_master=not agent_store and rank == 0, timeout=timeout, multi_tenant=not agent_store,
+    )
+    return dist.PrefixStore(f"torchrec_app/attempt_{os.environ['TORCHELASTIC_RESTART_COUNT']}", store)
+
+
 def init_runtime(timeout_s: float = 600.0) -> Runtime:
     """Join (or, alone, create) the default process group and describe this process."""
     if "RANK" not in os.environ:
@@ -72,7 +91,9 @@ def init_runtime(timeout_s: float = 600.0) -> Runtime:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s))
+        timeout = timedelta(seconds=timeout_s)
+        dist.init_process_group(backend=backend, store=_store_for_this_attempt(rank, world_size, timeout),
+                                rank=rank, world_size=world_size, timeout=timeout)
     return Runtime(rank, world_size, local_rank, local_world_size, device, backend)
 
 
