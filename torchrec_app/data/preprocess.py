@@ -462,14 +462,19 @@ def _executor(parallel: int):
     return cf.ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("fork"))
 
 
+def _abandon(futures: list[cf.Future], pool) -> None:
+    """After a failure: cancel what has not started and wait for the workers to stop."""
+    for f in futures:
+        f.cancel()
+    if isinstance(pool, cf.ProcessPoolExecutor):
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _gather(futures: list[cf.Future], pool) -> list:
     try:
         return [f.result() for f in futures]
     except BaseException:
-        for f in futures:
-            f.cancel()
-        if isinstance(pool, cf.ProcessPoolExecutor):
-            pool.shutdown(wait=True, cancel_futures=True)
+        _abandon(futures, pool)
         raise
 
 
@@ -515,10 +520,7 @@ def _run_conversion(out_dir, tasks, config, id_dtype, pool, parallel, log) -> li
                 raise DataFormatError(f"more than --max-bad-rows={config.max_bad_rows} bad rows skipped ({total_bad}); "
                                       f"see {os.path.join(out_dir, PROGRESS_DIR)}/task-*.json for examples")  # fmt: skip
     except BaseException:
-        for f in futures:
-            f.cancel()
-        if isinstance(pool, cf.ProcessPoolExecutor):
-            pool.shutdown(wait=True, cancel_futures=True)
+        _abandon(futures, pool)
         raise
     return [results[t.index] for t in tasks]
 
