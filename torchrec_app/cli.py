@@ -19,15 +19,15 @@ from torchrec_app.config import ConfigError, resolve_config
 
 #: command name -> (module implementing it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("torchrec_app.train", "train a model (single process, or one rank under torchrun/torchx)"),
-    "generate": ("torchrec_app.data.generate", "write Criteo-format TSV with a planted click model"),
-    "preprocess": ("torchrec_app.data.preprocess", "convert Criteo TSV/CSV files to Parquet for training"),
-    "export": ("torchrec_app.export", "write a checkpoint's model unsharded, for serving"),
-    "show-config": ("torchrec_app.config.show", "print a recipe's resolved config with field docs"),
-    "plan": ("torchrec_app.inspect.plan_cli", "show, save, chart or diff the sharding plan for a topology"),
-    "bench": ("torchrec_app.bench.cli", "measure samples/s, step-time split, pipeline efficiency and AUC of configs"),
-    "explain": ("torchrec_app.explain.explain_cli", "rank feature crosses and features by a trained DCNv2's cross-layer weight blocks"),
-    "suggest-dims": ("torchrec_app.explain.suggest_cli", "propose per-feature embedding dims from cross importance under a budget"),
+    "train": ("torchrec_app.commands.train", "train a model (single process, or one rank under torchrun/torchx)"),
+    "generate": ("torchrec_app.commands.generate", "write Criteo-format TSV with a planted click model"),
+    "preprocess": ("torchrec_app.commands.preprocess", "convert Criteo TSV/CSV files to Parquet for training"),
+    "export": ("torchrec_app.commands.export", "write a checkpoint's model unsharded, for serving"),
+    "show-config": ("torchrec_app.commands.show_config", "print a recipe's resolved config with field docs"),
+    "plan": ("torchrec_app.commands.plan", "show, save, chart or diff the sharding plan for a topology"),
+    "bench": ("torchrec_app.commands.bench", "measure samples/s, step-time split, pipeline efficiency and AUC of configs"),
+    "explain": ("torchrec_app.commands.explain", "rank feature crosses and features by a trained DCNv2's cross-layer weight blocks"),
+    "suggest-dims": ("torchrec_app.commands.suggest_dims", "propose per-feature embedding dims from cross importance under a budget"),
 }
 
 

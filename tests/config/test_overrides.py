@@ -3,7 +3,7 @@
 import pytest
 
 from torchrec_app.cli import main as cli_main
-from torchrec_app.config import ConfigError, RECIPES, resolve_config
+from torchrec_app.config import RECIPES, ConfigError, resolve_config
 
 
 def test_every_recipe_builds_and_names_itself():

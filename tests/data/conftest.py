@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from torchrec_app.data.config import GeneratorConfig, PreprocessConfig, ReaderConfig
+from torchrec_app.config.data import GeneratorConfig, PreprocessConfig, ReaderConfig
 from torchrec_app.data.generate import generate_dataset
 from torchrec_app.data.preprocess import preprocess_dataset
 from torchrec_app.data.reader import read_batches

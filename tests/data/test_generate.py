@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from torchrec_app.data.config import GeneratorConfig
+from torchrec_app.config.data import GeneratorConfig
 from torchrec_app.data.generate import generate_dataset, split_sizes
 from torchrec_app.data.truth import load_truth
 

@@ -6,18 +6,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from tests.data.conftest import TINY_CSV, TINY_TSV, make_line, preprocess, read_all, reference_rows, write_lines
 from torchrec_app.cli import main as cli_main
+from torchrec_app.config.data import GeneratorConfig, PreprocessConfig
 from torchrec_app.data import preprocess as preprocess_module
-from torchrec_app.data.config import GeneratorConfig, PreprocessConfig
 from torchrec_app.data.criteo_format import DataFormatError
 from torchrec_app.data.generate import generate_dataset
 from torchrec_app.data.metadata import load_metadata
-from torchrec_app.data.preprocess import preprocess_dataset
+from torchrec_app.data.preprocess import count_rows, preprocess_dataset
 from torchrec_app.data.splits import policy_sources
 from torchrec_app.data.vocab import Vocabulary
-from torchrec_app.data.preprocess import count_rows
-
-from tests.data.conftest import TINY_CSV, TINY_TSV, make_line, preprocess, read_all, reference_rows, write_lines
 
 QUIET = dict(log=lambda *a: None)
 

@@ -1,12 +1,10 @@
-import numpy as np
 import pytest
 import torch
 
-from torchrec_app.data.config import ReaderConfig
+from tests.data.conftest import batch_rows
+from torchrec_app.config.data import ReaderConfig
 from torchrec_app.data.metadata import load_metadata
 from torchrec_app.data.reader import read_batches, table_sizes
-
-from tests.data.conftest import batch_rows
 
 
 def _stream(out, split="valid", **kwargs):

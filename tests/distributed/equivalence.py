@@ -18,7 +18,7 @@ from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from tests.batches import random_batch, rank_slice
 from torchrec_app.config import AppConfig
 from torchrec_app.data.batch import Batch
-from torchrec_app.distributed.model_parallel import shard_model
+from torchrec_app.distributed.build import shard_model
 from torchrec_app.distributed.planning import build_constraints, build_topology, plan_sharding, sharding_types_by_table
 from torchrec_app.distributed.runtime import Runtime
 from torchrec_app.models.ctr import CTRModel, build_model

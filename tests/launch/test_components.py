@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import launch.components as components
 from torchx.components.component_test_base import ComponentTestCase
+
+import launch.components as components
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,9 +7,9 @@ import torch
 
 from tests.batches import random_batch
 from torchrec_app.config import resolve_config
+from torchrec_app.metrics.binary import roc_auc
 from torchrec_app.models.ctr import weighted_bce
-from torchrec_app.models.dcnv3 import MaskedCrossNet, field_halves_order
-from torchrec_app.training.metrics import roc_auc
+from torchrec_app.models.towers.dcnv3 import MaskedCrossNet, field_halves_order
 
 FEATURES = ["C1", "C2", "C3"]
 SIZES = {"C1": 30, "C2": 20, "C3": 10}

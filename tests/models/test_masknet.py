@@ -7,7 +7,7 @@ from tests.batches import random_batch
 from tests.models.test_dcnv3 import FEATURES, SIZES, learn_planted_cross
 from torchrec_app.config import resolve_config
 from torchrec_app.models.ctr import build_model
-from torchrec_app.models.masknet import FieldLayerNorm, MaskBlock
+from torchrec_app.models.towers.masknet import FieldLayerNorm, MaskBlock
 
 
 def _model(*overrides):

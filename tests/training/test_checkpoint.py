@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from torchrec_app.config import ConfigError, resolve_config
 from torchrec_app.data.metadata import load_metadata
 from torchrec_app.data.reader import num_batches
 from torchrec_app.distributed.runtime import Runtime
-from torchrec_app.export import export_checkpoint, read_unsharded
+from torchrec_app.tools.export import export_checkpoint, read_unsharded
 from torchrec_app.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from torchrec_app.training.run_dir import RunDir
 from torchrec_app.training.trainer import Trainer

@@ -6,8 +6,6 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
-
 from tests.multiprocess import run_on_ranks
 from torchrec_app.cli import main as cli_main
 from torchrec_app.config import ConfigError, resolve_config

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.multiprocess import run_on_ranks
 from torchrec_app.config import ConfigError, resolve_config

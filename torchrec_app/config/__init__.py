@@ -1,6 +1,7 @@
 """The typed config tree, its recipes and command-line overrides."""
 
-from torchrec_app.config.overrides import ConfigError, apply_overrides
+from torchrec_app.config.errors import ConfigError
+from torchrec_app.config.overrides import apply_overrides
 from torchrec_app.config.recipes import RECIPES, build_recipe
 from torchrec_app.config.schema import AppConfig
 

@@ -11,9 +11,7 @@ import dataclasses
 import typing
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A recipe, override or config value that cannot be used, with what was expected."""
+from torchrec_app.config.errors import ConfigError
 
 
 def _field_names(obj: Any) -> list[str]:

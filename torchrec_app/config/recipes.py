@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
-from torchrec_app.config.overrides import ConfigError
+from torchrec_app.config.data import ReaderConfig
+from torchrec_app.config.errors import ConfigError
 from torchrec_app.config.schema import (
     AppConfig,
     CrossConfig,
@@ -20,7 +21,6 @@ from torchrec_app.config.schema import (
     SparseConfig,
     TrainConfig,
 )
-from torchrec_app.data.config import ReaderConfig
 
 RECIPES: dict[str, Callable[[], AppConfig]] = {}
 

@@ -26,19 +26,18 @@ seeded generators, so the same seed and row count give byte-identical files.
 
 from __future__ import annotations
 
-import argparse
 import os
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from torchrec_app.data.config import GeneratorConfig
+from torchrec_app.config.data import GeneratorConfig
 from torchrec_app.data.criteo_format import COLUMNS, DENSE_FEATURES, LABEL, SPARSE_FEATURES
 from torchrec_app.data.truth import write_truth
-from torchrec_app.training.metrics import log_loss, roc_auc
+from torchrec_app.metrics.binary import log_loss, roc_auc
+from torchrec_app.utils.fs import atomic_path
 
 #: Kaggle's full vocabulary sizes, capped by ``generate.max_cardinality``.
 KAGGLE_CARDINALITIES = [
@@ -235,7 +234,7 @@ def _hex_strings(hashes: np.ndarray, present: np.ndarray, separator: str) -> pa.
 def generate_dataset(out_dir: str, config: GeneratorConfig) -> dict:
     """Write ``train.txt``, ``valid.txt``, ``test.txt`` and ``truth.json`` under ``out_dir``.
 
-    Returns the truth dict. Files are written under ``.tmp`` names and renamed when whole.
+    Returns the truth dict. Each file is written under a temporary name and renamed when whole.
     """
     os.makedirs(out_dir, exist_ok=True)
     model = build_click_model(config)
@@ -244,7 +243,7 @@ def generate_dataset(out_dir: str, config: GeneratorConfig) -> dict:
     for split_index, (split, _) in enumerate(SPLIT_FRACTIONS):
         path = os.path.join(out_dir, f"{split}.txt")
         probabilities, labels = [], []
-        with pa.OSFile(path + ".tmp", "wb") as sink:
+        with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink:
             for chunk, start in enumerate(range(0, sizes[split], config.chunk_rows)):
                 n = min(config.chunk_rows, sizes[split] - start)
                 rng = np.random.default_rng([config.seed, 1, split_index, chunk])
@@ -254,7 +253,6 @@ def generate_dataset(out_dir: str, config: GeneratorConfig) -> dict:
                 pacsv.write_csv(rows_to_table(model, rows, y, config), sink, write_options)
                 probabilities.append(p.astype(np.float32))
                 labels.append(y)
-        os.replace(path + ".tmp", path)
         p = np.concatenate(probabilities) if probabilities else np.zeros(0, np.float32)
         y = np.concatenate(labels) if labels else np.zeros(0, np.int8)
         oracle[split] = {"rows": int(len(y)), "ctr": float(y.mean()) if len(y) else None,
@@ -289,29 +287,3 @@ def generate_dataset(out_dir: str, config: GeneratorConfig) -> dict:
     }
     write_truth(out_dir, truth)
     return truth
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``torchrec-app generate`` (tunables are in the ``generate`` config section)."""
-    parser.add_argument("--rows", type=int, default=None, help="total rows, split 8:1:1 (default: generate.rows)")
-    parser.add_argument("--seed", type=int, default=None, help="seed (default: generate.seed)")
-    parser.add_argument("--multi-hot", action="store_true", help="several ids per sparse field (generate.multi_hot)")
-
-
-def run(args: argparse.Namespace, config) -> int:
-    """Entry point of ``torchrec-app generate``."""
-    from dataclasses import replace
-
-    gen = config.generate
-    gen = replace(gen, rows=gen.rows if args.rows is None else args.rows, seed=gen.seed if args.seed is None else args.seed,
-                  multi_hot=gen.multi_hot or args.multi_hot)  # fmt: skip
-    out = args.out or os.path.join("data", "generated", "criteo_synth")
-    start = time.perf_counter()
-    truth = generate_dataset(out, gen)
-    seconds = time.perf_counter() - start
-    print(f"wrote {gen.rows} rows to {out} in {seconds:.1f}s ({gen.rows / max(seconds, 1e-9):,.0f} rows/s)")
-    for split, stats in truth["oracle"].items():
-        if stats["rows"]:
-            print(f"  {split}: {stats['rows']} rows, ctr {stats['ctr']:.3f}, oracle auc {stats['auc']:.4f}, logloss {stats['logloss']:.4f}")
-    print(f"  planted crosses: {truth['crosses']}, dense x categorical: {truth['dense_crosses']}")
-    return 0

@@ -31,6 +31,8 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
+from torchrec_app.utils.fs import write_json_atomic
+
 METADATA_FILE = "metadata.json"
 FORMAT_VERSION = 1
 
@@ -71,10 +73,7 @@ class DatasetMetadata:
 def save_metadata(data_dir: str, meta: DatasetMetadata) -> str:
     """Write ``data_dir/metadata.json`` atomically (temporary name, then rename)."""
     path = os.path.join(data_dir, METADATA_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(meta.to_json(), f, indent=2)
-    os.replace(tmp, path)
+    write_json_atomic(path, meta.to_json())
     return path
 
 

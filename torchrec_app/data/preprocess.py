@@ -34,7 +34,6 @@ once more than ``--max-bad-rows`` were dropped. A ``truth.json`` beside the inpu
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import functools
 import glob
@@ -43,7 +42,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Iterator
@@ -52,13 +50,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from torchrec_app.config.data import PreprocessConfig
 from torchrec_app.data import criteo_format as fmt_
-from torchrec_app.data.config import PreprocessConfig
 from torchrec_app.data.criteo_format import DENSE_FEATURES, LABEL, SPARSE_FEATURES, DataFormatError, TextFormat
 from torchrec_app.data.metadata import METADATA_FILE, DatasetMetadata, SplitFile, save_metadata
-from torchrec_app.data.splits import SPLITS, Source, SplitRule, explicit_sources, policy_sources
+from torchrec_app.data.splits import SPLITS, Source, SplitRule
 from torchrec_app.data.truth import TRUTH_FILE
 from torchrec_app.data.vocab import Counts, Vocabulary
+from torchrec_app.utils.fs import atomic_path, write_json_atomic
 
 PROGRESS_DIR = "_progress"
 VOCAB_DIR = "vocab"
@@ -309,7 +308,7 @@ def convert_task(task: Task, out_dir: str, config: PreprocessConfig, id_dtype: s
         raise
     result = TaskResult(task.index, {s: SplitFile(path=os.path.relpath(p, out_dir), rows=n) for s, (p, n) in files.items()},
                         len(bad_rows))  # fmt: skip
-    _write_json(os.path.join(out_dir, PROGRESS_DIR, f"task-{task.index:05d}.json"),
+    write_json_atomic(os.path.join(out_dir, PROGRESS_DIR, f"task-{task.index:05d}.json"),
                 {"files": {s: asdict(f) for s, f in result.files.items()}, "bad_rows": len(bad_rows), "bad_examples": bad_rows[:20]})  # fmt: skip
     return result
 
@@ -493,7 +492,7 @@ def _build_vocabularies(out_dir, tasks, config, features, pool, parallel, log) -
         vocab = Vocabulary.build(Counts.merge([counts[k] for counts in per_task]), config.min_frequency)
         vocab.save(os.path.join(vocab_dir, f"{feature}.parquet"))
         sizes[feature] = vocab.num_embeddings
-    _write_json(done, {"num_embeddings": sizes})
+    write_json_atomic(done, {"num_embeddings": sizes})
     log(f"built vocabularies of {len(features)} features (min_frequency={config.min_frequency})")
     return sizes
 
@@ -555,8 +554,9 @@ def _prepare_output(out_dir: str, fingerprint: str) -> None:
     meta = os.path.join(out_dir, METADATA_FILE)
     if os.path.exists(meta):
         os.remove(meta)
-    for tmp in glob.glob(os.path.join(out_dir, "**", "*.tmp"), recursive=True):
-        os.remove(tmp)
+    for pattern in ("*.tmp", ".*.tmp-*"):  # this module's part files, and utils.fs's temporaries
+        for tmp in glob.glob(os.path.join(out_dir, "**", pattern), recursive=True):
+            os.remove(tmp)
     progress = os.path.join(out_dir, PROGRESS_DIR)
     plan = os.path.join(progress, "plan.json")
     same = False
@@ -570,74 +570,13 @@ def _prepare_output(out_dir: str, fingerprint: str) -> None:
         for name in (PROGRESS_DIR, VOCAB_DIR, *SPLITS):
             shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
         os.makedirs(progress)
-        _write_json(plan, {"fingerprint": fingerprint})
-
-
-def _write_json(path: str, value: dict) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=2)
-    os.replace(path + ".tmp", path)
+        write_json_atomic(plan, {"fingerprint": fingerprint})
 
 
 def _copy_truth(sources: list[Source], out_dir: str) -> None:
     for directory in dict.fromkeys(os.path.dirname(s.path) for s in sources):
         truth = os.path.join(directory, TRUTH_FILE)
         if os.path.isfile(truth):
-            shutil.copyfile(truth, os.path.join(out_dir, TRUTH_FILE + ".tmp"))
-            os.replace(os.path.join(out_dir, TRUTH_FILE + ".tmp"), os.path.join(out_dir, TRUTH_FILE))
+            with atomic_path(os.path.join(out_dir, TRUTH_FILE)) as tmp:
+                shutil.copyfile(truth, tmp)
             return
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``torchrec-app preprocess`` (tunables are in the ``preprocess`` config section)."""
-    parser.add_argument("--train", nargs="+", metavar="FILE", help="files whose rows are the train split")
-    parser.add_argument("--valid", nargs="+", metavar="FILE", help="files whose rows are the valid split")
-    parser.add_argument("--test", nargs="+", metavar="FILE", help="files whose rows are the test split")
-    parser.add_argument("--input", nargs="+", metavar="FILE", help="files split by --split")
-    parser.add_argument("--split", choices=("kaggle_days", "criteo_1tb_days", "random"), help="split policy for --input")
-    parser.add_argument("--on-bad-rows", choices=("error", "skip"), default=None, help="preprocess.on_bad_rows")
-    parser.add_argument("--max-bad-rows", type=int, default=None, help="preprocess.max_bad_rows")
-    parser.add_argument("--workers", type=int, default=None, help="preprocess.workers (0: all cores)")
-    parser.add_argument("--multi-hot", action="store_true", help="sparse fields hold several ids (preprocess.multi_hot)")
-
-
-def sources_from_args(args: argparse.Namespace, config: PreprocessConfig) -> tuple[str, list[Source]]:
-    """The split policy and sources named on the command line."""
-    explicit = {s: getattr(args, s) for s in SPLITS if getattr(args, s)}
-    if explicit and args.input:
-        raise ValueError("pass either --train/--valid/--test FILES or --input FILES --split POLICY, not both")
-    if args.input:
-        if not args.split:
-            raise ValueError("--input needs --split kaggle_days|criteo_1tb_days|random")
-        return args.split, policy_sources(args.split, args.input, config.split_seed, count_rows)
-    if args.split:
-        raise ValueError("--split applies to --input FILES")
-    if "train" not in explicit:
-        raise ValueError("pass --train FILES (and --valid/--test FILES), or --input FILES --split POLICY")
-    return "explicit", explicit_sources(explicit)
-
-
-def run(args: argparse.Namespace, config) -> int:
-    """Entry point of ``torchrec-app preprocess``."""
-    pre = config.preprocess
-    pre = replace(
-        pre,
-        on_bad_rows=args.on_bad_rows or pre.on_bad_rows,
-        max_bad_rows=pre.max_bad_rows if args.max_bad_rows is None else args.max_bad_rows,
-        workers=pre.workers if args.workers is None else args.workers,
-        multi_hot=pre.multi_hot or args.multi_hot,
-    )
-    if not args.out:
-        print("torchrec-app preprocess: error: --out DIR is required", file=sys.stderr)
-        return 2
-    try:
-        policy, sources = sources_from_args(args, pre)
-        preprocess_dataset(args.out, sources, pre, split_policy=policy)
-    except (DataFormatError, ValueError, OSError) as err:
-        print(f"torchrec-app preprocess: error: {err}", file=sys.stderr)
-        return 1
-    return 0

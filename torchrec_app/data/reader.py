@@ -38,14 +38,13 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from torchrec_app.config.data import ReaderConfig
 from torchrec_app.data.batch import Batch
-from torchrec_app.data.config import ReaderConfig
 from torchrec_app.data.metadata import DatasetMetadata, load_metadata
 
 

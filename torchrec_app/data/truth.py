@@ -3,13 +3,16 @@
 ``torchrec-app generate`` writes it beside the TSV files; ``preprocess`` copies it next
 to the Parquet; training reads it with :func:`load_truth` to print how far a model is
 from the oracle (the metrics of the true click probabilities), computed with the same
-functions as the trainer's (:mod:`torchrec_app.training.metrics`).
+functions as the trainer's (:mod:`torchrec_app.metrics.binary`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+
+from torchrec_app.utils.fs import write_json_atomic
+
 TRUTH_FILE = "truth.json"
 
 
@@ -32,8 +35,5 @@ def load_truth(data_dir: str) -> dict | None:
 def write_truth(out_dir: str, truth: dict) -> str:
     """Write ``truth`` as ``out_dir/truth.json`` (atomically) and return its path."""
     path = os.path.join(out_dir, TRUTH_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(truth, f, indent=2)
-    os.replace(tmp, path)
+    write_json_atomic(path, truth)
     return path

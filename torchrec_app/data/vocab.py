@@ -11,12 +11,13 @@ rare), so the counts of every train id are kept too.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from torchrec_app.utils.fs import atomic_path
 
 OOV_INDEX = 0
 
@@ -87,8 +88,8 @@ class Vocabulary:
     def save(self, path: str) -> None:
         """Write as Parquet (temporary name, then rename)."""
         table = pa.table({"raw_id": self.ids, "count": self.counts, "index": self.index})
-        pq.write_table(table, path + ".tmp")
-        os.replace(path + ".tmp", path)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
 
     @staticmethod
     def load(path: str) -> "Vocabulary":

@@ -31,7 +31,7 @@ from torchrec.distributed.types import (
 )
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 
-from torchrec_app.config.overrides import ConfigError
+from torchrec_app.config.errors import ConfigError
 from torchrec_app.config.schema import ShardingConfig
 from torchrec_app.distributed.sharders import build_sharders
 
@@ -294,7 +294,7 @@ def check_plan_matches(plan: ShardingPlan, tables: Sequence[EmbeddingBagConfig],
     >>> check_plan_matches(plan, t, world_size=1)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    torchrec_app.config.overrides.ConfigError: the sharding plan does not match this run: t_a: placed on rank(s) [1], but the world size is 1; re-plan ...
+    torchrec_app.config.errors.ConfigError: the sharding plan does not match this run: t_a: placed on rank(s) [1], but the world size is 1; re-plan ...
     """
     problems: list[str] = []
     planned = plan_tables(plan)

@@ -10,10 +10,10 @@ every type on 2 gloo ranks trains exactly like one unsharded process.
 
 from __future__ import annotations
 
+from torch import nn
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.fbgemm_qcomm_codec import CommType, QCommsConfig, get_qcomm_codecs_registry
 from torchrec.distributed.types import ModuleSharder, ShardingType
-from torch import nn
 
 #: Sharding types proven on CPU/gloo by our tests, beyond TorchRec's CPU defaults.
 CPU_EXTRA_SHARDING_TYPES = (ShardingType.ROW_WISE.value, ShardingType.TABLE_ROW_WISE.value)

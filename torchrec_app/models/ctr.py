@@ -22,12 +22,12 @@ from typing import NamedTuple, Sequence
 
 import torch
 from torch import nn
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
 from torchrec_app.config.schema import AppConfig
 from torchrec_app.data.batch import Batch
 from torchrec_app.models.registry import build_ctr_model
 from torchrec_app.models.sparse import SparseArch, build_feature_transform, build_tables
-from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
 
 class TowerOutput(NamedTuple):

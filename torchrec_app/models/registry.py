@@ -11,7 +11,7 @@ from typing import Callable, Protocol
 
 from torch import nn
 
-from torchrec_app.config.overrides import ConfigError
+from torchrec_app.config.errors import ConfigError
 from torchrec_app.config.schema import ModelConfig
 from torchrec_app.models.sparse import SparseArch
 
@@ -34,10 +34,11 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
 
 
 def build_ctr_model(config: ModelConfig, sparse_arch: SparseArch, num_dense: int) -> nn.Module:
-    """Build the registered architecture ``config.name``."""
-    # Importing the package registers every built-in architecture.
-    import torchrec_app.models  # noqa: F401
+    """Build the registered architecture ``config.name``.
 
+    Every built-in architecture is registered by then: importing this module first
+    imports the ``torchrec_app.models`` package, whose ``__init__`` imports the towers.
+    """
     if config.name not in MODELS:
         raise ConfigError(f"model.name={config.name!r} is not a registered model; known: {', '.join(sorted(MODELS))}")
     return MODELS[config.name](config, sparse_arch, num_dense)

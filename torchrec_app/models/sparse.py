@@ -14,7 +14,7 @@ other. With no transform the KJT goes straight from the batch to the
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -22,11 +22,12 @@ from torchrec.modules.embedding_configs import DataType, EmbeddingBagConfig, Poo
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from torchrec_app.config.overrides import ConfigError
+from torchrec_app.config.errors import ConfigError
 from torchrec_app.config.schema import SparseConfig
-from torchrec_app.models.compositional import CompositionalTransform, plan_features, table_name, tables_for
+from torchrec_app.models.compression.partitions import parameters_from_tables, plan_features, table_name, tables_for
+from torchrec_app.models.compression.transform import CompositionalTransform
 
-__all__ = ["SparseArch", "build_feature_transform", "build_tables", "table_name"]
+__all__ = ["SparseArch", "build_feature_transform", "build_tables", "parameters_by_table", "table_name"]
 
 
 def build_tables(
@@ -74,12 +75,25 @@ def build_feature_transform(
     return CompositionalTransform(plans, config.pooling)
 
 
+def parameters_by_table(
+    config: SparseConfig, features: Sequence[str], num_embeddings: Mapping[str, int]
+) -> dict[str, Any]:
+    """``{"tables": per-table before/after, "total": {"before", "after", "ratio"}}`` for a run summary."""
+    tables = parameters_from_tables(build_tables(config, features, num_embeddings))
+    before = sum(t["before"]["parameters"] for t in tables.values())
+    after = sum(t["after"]["parameters"] for t in tables.values())
+    total = {"before": before, "after": after,
+             "before_bytes": sum(t["before"]["bytes"] for t in tables.values()),
+             "after_bytes": sum(t["after"]["bytes"] for t in tables.values()), "ratio": round(before / max(after, 1), 2)}
+    return {"tables": tables, "total": total}
+
+
 class SparseArch(nn.Module):
     """Pooled embeddings of every sparse feature, concatenated at their own widths.
 
     Args:
         embedding_bag_collection: the tables (built on ``meta`` for sharding).
-        feature_transform: optional :class:`~torchrec_app.models.compositional.CompositionalTransform`
+        feature_transform: optional :class:`~torchrec_app.models.compression.partitions.CompositionalTransform`
             mapping the batch KJT to the KJT the tables read (hashed or quotient-remainder ids)
             and composing the pooled partitions back into one ``B x D`` per feature; identity when ``None``.
 

@@ -34,7 +34,7 @@ from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
 from torch.distributed.checkpoint._nested_dict import flatten_state_dict, unflatten_state_dict
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
-from torchrec_app.config.overrides import ConfigError
+from torchrec_app.config.errors import ConfigError
 
 _COMPLETE = re.compile(r"^step_(\d{8})$")
 _PARTIAL_SUFFIX = ".partial"

@@ -18,7 +18,7 @@ from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backwa
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
-from torchrec_app.config.overrides import ConfigError
+from torchrec_app.config.errors import ConfigError
 from torchrec_app.config.schema import OptimConfig
 
 _SPARSE = {
@@ -44,7 +44,7 @@ def check_sparse_optimizer(config: OptimConfig, device_type: str) -> None:
     >>> check_sparse_optimizer(OptimConfig(sparse="adam"), "cpu")
     Traceback (most recent call last):
     ...
-    torchrec_app.config.overrides.ConfigError: optim.sparse=adam has no FBGEMM kernel on cpu; use one of adagrad, rowwise_adagrad, sgd there (adam runs on cuda)
+    torchrec_app.config.errors.ConfigError: optim.sparse=adam has no FBGEMM kernel on cpu; use one of adagrad, rowwise_adagrad, sgd there (adam runs on cuda)
     """
     if device_type == "cpu" and config.sparse not in CPU_SPARSE_OPTIMIZERS:
         raise ConfigError(

@@ -13,16 +13,10 @@ file; ``metrics.jsonl`` is appended line by line and flushed.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+from torchrec_app.utils.fs import write_json_atomic, write_text_atomic
 
 
 class RunDir:
@@ -36,11 +30,11 @@ class RunDir:
 
     def write_json(self, name: str, data: Any) -> None:
         if self.enabled:
-            write_atomic(self.path / name, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+            write_json_atomic(self.path / name, data, sort_keys=True)
 
     def write_text(self, name: str, text: str) -> None:
         if self.enabled:
-            write_atomic(self.path / name, text)
+            write_text_atomic(self.path / name, text)
 
     def log_metrics(self, record: dict[str, Any]) -> None:
         if self.enabled:

@@ -25,13 +25,12 @@ import torch
 import torch.distributed as dist
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
-from torchrec_app.bench.step_profile import StepProfiler
 from torchrec_app.config.schema import AppConfig
 from torchrec_app.data.batch import Batch
 from torchrec_app.data.metadata import load_metadata
 from torchrec_app.data.reader import read_batches, table_sizes
 from torchrec_app.data.truth import load_truth
-from torchrec_app.distributed.model_parallel import shard_model
+from torchrec_app.distributed.build import shard_model
 from torchrec_app.distributed.planning import (
     build_constraints,
     build_topology,
@@ -43,12 +42,12 @@ from torchrec_app.distributed.planning import (
 )
 from torchrec_app.distributed.runtime import Runtime, device_memory_gb
 from torchrec_app.distributed.sharders import build_sharders
-from torchrec_app.models.compositional import parameters_by_table
+from torchrec_app.metrics.binary import EvalAccumulator
 from torchrec_app.models.ctr import StepOutput, build_model
-from torchrec_app.models.sparse import build_tables
+from torchrec_app.models.sparse import build_tables, parameters_by_table
+from torchrec_app.tools.bench.step_profile import StepProfiler
 from torchrec_app.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from torchrec_app.training.early_stopping import EarlyStopping
-from torchrec_app.training.metrics import EvalAccumulator
 from torchrec_app.training.optimizers import LRSchedule, apply_sparse_optimizer, build_optimizer, check_sparse_optimizer
 from torchrec_app.training.run_dir import RunDir
 

@@ -1,0 +1,72 @@
+"""``torchrec-app preprocess``: Criteo TSV/CSV files -> Parquet + ``metadata.json``.
+
+    torchrec-app preprocess --train train.txt --valid valid.txt [--test test.txt] --out DIR
+    torchrec-app preprocess --input train.txt --split kaggle_days --out DIR
+    torchrec-app preprocess --input day_0.gz ... day_23.gz --split criteo_1tb_days --out DIR \\
+        preprocess.id_strategy=hash preprocess.hash_size=40000000
+
+How the conversion works: :mod:`torchrec_app.data.preprocess`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+
+from torchrec_app.config import AppConfig
+from torchrec_app.config.data import PreprocessConfig
+from torchrec_app.data.criteo_format import DataFormatError
+from torchrec_app.data.preprocess import count_rows, preprocess_dataset
+from torchrec_app.data.splits import SPLITS, Source, explicit_sources, policy_sources
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``torchrec-app preprocess`` (tunables are in the ``preprocess`` config section)."""
+    parser.add_argument("--train", nargs="+", metavar="FILE", help="files whose rows are the train split")
+    parser.add_argument("--valid", nargs="+", metavar="FILE", help="files whose rows are the valid split")
+    parser.add_argument("--test", nargs="+", metavar="FILE", help="files whose rows are the test split")
+    parser.add_argument("--input", nargs="+", metavar="FILE", help="files split by --split")
+    parser.add_argument("--split", choices=("kaggle_days", "criteo_1tb_days", "random"), help="split policy for --input")
+    parser.add_argument("--on-bad-rows", choices=("error", "skip"), default=None, help="preprocess.on_bad_rows")
+    parser.add_argument("--max-bad-rows", type=int, default=None, help="preprocess.max_bad_rows")
+    parser.add_argument("--workers", type=int, default=None, help="preprocess.workers (0: all cores)")
+    parser.add_argument("--multi-hot", action="store_true", help="sparse fields hold several ids (preprocess.multi_hot)")
+
+
+def sources_from_args(args: argparse.Namespace, config: PreprocessConfig) -> tuple[str, list[Source]]:
+    """The split policy and sources named on the command line."""
+    explicit = {s: getattr(args, s) for s in SPLITS if getattr(args, s)}
+    if explicit and args.input:
+        raise ValueError("pass either --train/--valid/--test FILES or --input FILES --split POLICY, not both")
+    if args.input:
+        if not args.split:
+            raise ValueError("--input needs --split kaggle_days|criteo_1tb_days|random")
+        return args.split, policy_sources(args.split, args.input, config.split_seed, count_rows)
+    if args.split:
+        raise ValueError("--split applies to --input FILES")
+    if "train" not in explicit:
+        raise ValueError("pass --train FILES (and --valid/--test FILES), or --input FILES --split POLICY")
+    return "explicit", explicit_sources(explicit)
+
+
+def run(args: argparse.Namespace, config: AppConfig) -> int:
+    """Entry point of ``torchrec-app preprocess``."""
+    pre = config.preprocess
+    pre = replace(
+        pre,
+        on_bad_rows=args.on_bad_rows or pre.on_bad_rows,
+        max_bad_rows=pre.max_bad_rows if args.max_bad_rows is None else args.max_bad_rows,
+        workers=pre.workers if args.workers is None else args.workers,
+        multi_hot=pre.multi_hot or args.multi_hot,
+    )
+    if not args.out:
+        print("torchrec-app preprocess: error: --out DIR is required", file=sys.stderr)
+        return 2
+    try:
+        policy, sources = sources_from_args(args, pre)
+        preprocess_dataset(args.out, sources, pre, split_policy=policy)
+    except (DataFormatError, ValueError, OSError) as err:
+        print(f"torchrec-app preprocess: error: {err}", file=sys.stderr)
+        return 1
+    return 0

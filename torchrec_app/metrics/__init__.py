@@ -1,0 +1,1 @@
+"""Evaluation metrics computed on a whole split: binary (CTR) and ranking."""

@@ -1,0 +1,1 @@
+"""Compressed tables: hashing and quotient-remainder / mixed-radix compositional embeddings."""

@@ -1,0 +1,1 @@
+"""Tools over trained runs and plans: plan inspection, benchmarks, explain / suggest-dims, export."""

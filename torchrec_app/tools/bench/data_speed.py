@@ -1,0 +1,117 @@
+"""Data-side benchmark: generate, preprocess (ours vs torchrec's npy_preproc_criteo), read.
+
+    python -m torchrec_app.tools.bench.data_speed --rows 1000000
+
+Prints rows per CPU-second of preprocessing (``resource.getrusage`` of this process and
+its children, so worker processes count) for both id strategies, the same figure for
+``python -m torchrec.datasets.scripts.npy_preproc_criteo`` run on the same train TSV
+(named ``day_0`` as it expects), and the reader's samples per second per process (wall
+clock, training mode: shuffle buffer and prefetch thread). No asserts: figures only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from typing import Any
+
+from torchrec_app.config.data import GeneratorConfig, PreprocessConfig, ReaderConfig
+from torchrec_app.data.generate import generate_dataset
+from torchrec_app.data.preprocess import preprocess_dataset
+from torchrec_app.data.reader import read_batches
+from torchrec_app.data.splits import explicit_sources
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its waited-for children."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _timed(fn):
+    cpu, wall = cpu_seconds(), time.perf_counter()
+    result = fn()
+    return result, cpu_seconds() - cpu, time.perf_counter() - wall
+
+
+def bench_preprocess(text_dir: str, out_dir: str, config: PreprocessConfig) -> tuple[int, float, float]:
+    """(rows, CPU seconds, wall seconds) of preprocessing train/valid/test."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    sources = explicit_sources({s: [os.path.join(text_dir, f"{s}.txt")] for s in ("train", "valid", "test")})
+    meta, cpu, wall = _timed(lambda: preprocess_dataset(out_dir, sources, config, log=lambda *a: None))
+    return sum(meta.split_rows.values()), cpu, wall
+
+
+def bench_npy_preproc(text_dir: str, work: str) -> tuple[int, float, float]:
+    """(rows, CPU seconds, wall seconds) of torchrec's npy_preproc_criteo on train.txt."""
+    input_dir, output_dir = os.path.join(work, "npy_in"), os.path.join(work, "npy_out")
+    os.makedirs(input_dir, exist_ok=True)
+    os.makedirs(output_dir, exist_ok=True)
+    day0 = os.path.join(input_dir, "day_0")
+    if not os.path.exists(day0):
+        os.symlink(os.path.join(text_dir, "train.txt"), day0)
+    with open(day0, "rb") as f:
+        rows = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 24), b""))
+    command = [sys.executable, "-m", "torchrec.datasets.scripts.npy_preproc_criteo", "--input_dir", input_dir,
+               "--output_dir", output_dir, "--dataset_name", "criteo_1tb"]  # fmt: skip
+    _, cpu, wall = _timed(lambda: subprocess.run(command, check=True, stdout=subprocess.DEVNULL))
+    return rows, cpu, wall
+
+
+def measure_reader(data: str | os.PathLike, batch_size: int, config: ReaderConfig, batches: int | None = None,
+                   seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Samples/s (and CPU seconds) of one process reading train batches, nothing else running.
+
+    Training mode (shuffle, prefetch thread), rank 0 of a world of one; ``batches`` bounds
+    the read (``None``: one whole epoch), so it also suits Criteo 1TB.
+    """
+    stream = read_batches(str(data), "train", batch_size=batch_size, rank=0, world_size=1, config=config,
+                          shuffle=True, seed=seed)  # fmt: skip
+    samples, cpu, wall = _timed(lambda: sum(b.num_real_rows for b in itertools.islice(stream, batches)))
+    return {"batch_size": batch_size, "batches": batches if batches is not None else len(stream), "samples": samples,
+            "wall_seconds": wall, "cpu_seconds": cpu, "samples_per_second": samples / wall if wall > 0 else 0.0}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows to generate (8:1:1 train/valid/test)")
+    parser.add_argument("--workdir", default=None, help="where to write (default: a temporary directory, removed after)")
+    parser.add_argument("--batch-size", type=int, default=2048, help="reader batch size")
+    parser.add_argument("--workers", type=int, default=0, help="preprocess worker processes (0: all cores)")
+    parser.add_argument("--skip-npy", action="store_true", help="do not run torchrec's npy_preproc_criteo")
+    args = parser.parse_args(argv)
+    work = args.workdir or tempfile.mkdtemp(prefix="torchrec_app_bench_")
+    try:
+        text = os.path.join(work, "text")
+        _, cpu, wall = _timed(lambda: generate_dataset(text, GeneratorConfig(rows=args.rows)))
+        size = sum(os.path.getsize(os.path.join(text, f"{s}.txt")) for s in ("train", "valid", "test"))
+        print(f"generate: {args.rows:,} rows ({size / 2**20:.0f} MiB) in {wall:.1f}s wall, {cpu:.1f} CPU-s")
+        base = PreprocessConfig(workers=args.workers)
+        for name, config in (("hash", replace(base, id_strategy="hash", hash_size=40_000_000)), ("vocab", base)):
+            rows, cpu, wall = bench_preprocess(text, os.path.join(work, f"parquet_{name}"), config)
+            print(f"preprocess ({name} ids): {rows:,} rows in {wall:.2f}s wall, {cpu:.2f} CPU-s -> {rows / cpu:,.0f} rows/CPU-s")
+        if not args.skip_npy:
+            rows, cpu, wall = bench_npy_preproc(text, work)
+            print(f"torchrec npy_preproc_criteo: {rows:,} rows in {wall:.2f}s wall, {cpu:.2f} CPU-s -> {rows / cpu:,.0f} rows/CPU-s")
+        data = os.path.join(work, "parquet_vocab")
+        for prefetch in (4, 0):
+            config = ReaderConfig(prefetch_batches=prefetch, shuffle_buffer_rows=65536)
+            r = measure_reader(data, args.batch_size, config)
+            print(f"reader (train, shuffle, prefetch={prefetch}, batch {args.batch_size}): {r['samples']:,} samples in "
+                  f"{r['wall_seconds']:.2f}s -> {r['samples_per_second']:,.0f} samples/s per process ({r['cpu_seconds']:.2f} CPU-s)")  # fmt: skip
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
