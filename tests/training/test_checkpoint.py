@@ -22,6 +22,7 @@ from torchrec_app.data.reader import num_batches
 from torchrec_app.distributed.runtime import Runtime
 from torchrec_app.tools.export import export_checkpoint, read_unsharded
 from torchrec_app.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from torchrec_app.training.checkpointer import WEIGHTS_ONLY
 from torchrec_app.training.run_dir import RunDir
 from torchrec_app.training.trainer import Trainer
 
@@ -44,23 +45,23 @@ def resume_and_crash_job(runtime: Runtime, data: str, root: str) -> dict:
 
     # A crash between shard writes: rank 1 fails while writing step 999; nothing may be renamed.
     trainer = _trainer(runtime, data, f"{root}/full", TRAIN)
-    state = trainer._checkpoint_state()
+    state = trainer.state_dict()
     if runtime.rank == 1:
-        state["train"]["poison"] = _FailsToSerialize()
+        state["progress"]["poison"] = _FailsToSerialize()
     crashed = False
     try:
-        save_checkpoint(trainer.checkpoint_root, 999, state, keep=0)
+        save_checkpoint(trainer.checkpointer.root, 999, state, keep=0)
     except CheckpointException:  # the injected failure, raised on every rank by DCP
         crashed = True
-    latest = latest_checkpoint(trainer.checkpoint_root)
-    trainer.load_checkpoint(latest, restore_position=True)  # still loadable
+    latest = latest_checkpoint(trainer.checkpointer.root)
+    trainer.checkpointer.load(latest, trainer)  # still loadable
     return {"full": full, "first": first, "second": second, "crashed": crashed, "latest": str(latest),
             "after_crash_step": trainer.step}
 
 
 def reshard_job(runtime: Runtime, data: str, checkpoint: str, sharding_type: str) -> dict:
     trainer = _trainer(runtime, data, f"{checkpoint}-load-{runtime.world_size}", TRAIN[:2] + [f"sharding.types={sharding_type}"])
-    trainer.load_checkpoint(Path(checkpoint), restore_position=False)
+    trainer.checkpointer.load(Path(checkpoint), trainer, parts=WEIGHTS_ONLY)
     names = [k for k in trainer.model.state_dict() if "embedding_bags" in k]
     expected = read_unsharded(Path(checkpoint), [f"model.{n}" for n in names])
     worst = 0.0
@@ -73,7 +74,7 @@ def reshard_job(runtime: Runtime, data: str, checkpoint: str, sharding_type: str
     if runtime.world_size == 1:
         wrong = _trainer(runtime, data, f"{checkpoint}-wrong", TRAIN[:2] + ["sparse.embedding_dim=4"])
         try:
-            wrong.load_checkpoint(Path(checkpoint), restore_position=False)
+            wrong.checkpointer.load(Path(checkpoint), wrong, parts=WEIGHTS_ONLY)
         except ConfigError as err:
             mismatch = str(err)
     return {"max_diff": worst, "types": set(trainer.plan.plan["model.sparse_arch.embedding_bag_collection"][t].sharding_type

@@ -280,7 +280,9 @@ class TrainConfig:
     max_steps: int = 0
     """Stop after this many steps (0: run all epochs)."""
     eval_every: int = 0
-    """Validate every this many steps (0: only after each epoch)."""
+    """Validate every this many steps (0: use evals_per_epoch)."""
+    evals_per_epoch: int = 0
+    """With eval_every=0: validate this many times per epoch, evenly spaced (0: once, at the epoch's end)."""
     log_every: int = 50
     """Write a metrics.jsonl line every this many steps."""
     seed: int = 0
@@ -288,34 +290,29 @@ class TrainConfig:
     pipeline: bool = True
     """Use TrainPipelineSparseDist (overlaps input all-to-all with compute)."""
     progress_bar: bool = True
-    """Print a tqdm progress bar on rank 0."""
+    """Show progress on rank 0: a tqdm bar on a terminal, a line every progress_seconds otherwise."""
+    progress_seconds: float = 30.0
+    """When stdout is not a terminal (torchx, schedulers, pipes): seconds between progress lines."""
     amp: str = ""
     """Autocast the model's forward to bf16 (empty: off); the loss stays fp32. bf16 needs
     no loss scaling (fp16 would), and runs on CPU as well as CUDA."""
     tf32: bool = True
     """On CUDA, let fp32 matmuls use TF32 tensor cores (no effect on CPU)."""
     early_stop_patience: int = 0
-    """Stop after this many validations in a row without a better validation logloss (0: never)."""
+    """Stop after this many validations in a row without improving the monitored validation
+    metric (the model family's, e.g. logloss for CTR) (0: never)."""
     restore_best: bool = True
     """With early stopping: keep the best validation's state (a checkpoint under <run>/best)
     and report the final metrics from it."""
-    # -- benchmark hooks (``torchrec-app bench``); the defaults leave training unchanged --
-    in_memory: bool = False
-    """Read each epoch's train batches into a list before its timed steps, so the same model
-    and plan step without reading (the throughput ceiling of ``torchrec-app bench``)."""
-    profile_steps: int = 0
-    """Profile this many steps (after a few warm-up steps) with torch.profiler and write the
-    step-time split by category to ``step_profile.json`` in the run directory (0: off)."""
-    target_auc: float = 0.0
-    """Stop training once a validation AUC reaches this (MLPerf style; needs eval_every; 0: off)."""
 
     def __post_init__(self) -> None:
         _check_positive("train", batch_size=self.batch_size, epochs=self.epochs, log_every=self.log_every)
         _check_choice("train", "amp", self.amp, AMP_DTYPES)
-        if self.eval_batch_size < 0 or self.max_steps < 0 or self.eval_every < 0 or self.early_stop_patience < 0:
-            raise ValueError("train.eval_batch_size, train.max_steps, train.eval_every and train.early_stop_patience must be >= 0")
-        if self.profile_steps < 0 or not 0.0 <= self.target_auc < 1.0:
-            raise ValueError("train.profile_steps must be >= 0 and train.target_auc in [0, 1)")
+        for name in ("eval_batch_size", "max_steps", "eval_every", "evals_per_epoch", "early_stop_patience"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.progress_seconds < 0:
+            raise ValueError(f"train.progress_seconds must be >= 0, got {self.progress_seconds}")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -340,6 +337,26 @@ class CheckpointConfig:
 
 
 @dataclass(kw_only=True, slots=True)
+class BenchConfig:
+    """Measurement hooks ``torchrec-app bench`` sets on its training runs (callbacks, not loop code).
+
+    The defaults attach nothing and leave training unchanged."""
+
+    in_memory: bool = False
+    """Read each segment's train batches into memory before its timed steps, so the same model
+    and plan step without reading (the throughput ceiling)."""
+    profile_steps: int = 0
+    """Profile this many steps (after a few warm-up steps) with torch.profiler and write the
+    step-time split by category to step_profile.json in the run directory (0: off)."""
+    stop_at_auc: float = 0.0
+    """Stop training once a validation AUC reaches this (MLPerf style; 0: off)."""
+
+    def __post_init__(self) -> None:
+        if self.profile_steps < 0 or not 0.0 <= self.stop_at_auc < 1.0:
+            raise ValueError("bench.profile_steps must be >= 0 and bench.stop_at_auc in [0, 1)")
+
+
+@dataclass(kw_only=True, slots=True)
 class AppConfig:
     """Root of the config tree: one section per component."""
 
@@ -354,3 +371,4 @@ class AppConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     generate: GeneratorConfig = field(default_factory=GeneratorConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
