@@ -46,7 +46,7 @@ from torchrec_app.metrics.binary import EvalAccumulator
 from torchrec_app.models.ctr import StepOutput, build_model
 from torchrec_app.models.sparse import build_tables, parameters_by_table
 from torchrec_app.tools.bench.step_profile import StepProfiler
-from torchrec_app.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from torchrec_app.training.checkpoint import latest_checkpoint, load_checkpoint, newest_valid_checkpoint, save_checkpoint
 from torchrec_app.training.early_stopping import EarlyStopping
 from torchrec_app.training.optimizers import LRSchedule, apply_sparse_optimizer, build_optimizer, check_sparse_optimizer
 from torchrec_app.training.run_dir import RunDir
@@ -183,9 +183,10 @@ class Trainer:
         """Save the full training state as a checkpoint of the current step (collective)."""
         return save_checkpoint(self.checkpoint_root, self.step, self._checkpoint_state(), self.config.checkpoint.keep)
 
-    def load_checkpoint(self, path: Path, restore_position: bool) -> None:
+    def load_checkpoint(self, path: Path, restore_position: bool, verify_checksums: bool | None = None) -> None:
         """Load a checkpoint's model and optimizer state (and, to resume, its position)."""
-        state, skipped = load_checkpoint(Path(path), self._checkpoint_state())
+        checksums = self.config.checkpoint.verify_checksums if verify_checksums is None else verify_checksums
+        state, skipped = load_checkpoint(Path(path), self._checkpoint_state(), checksums)
         self.model.load_state_dict(state["model"])
         if skipped:  # the rest of the optimizer state was filled in place
             if self.runtime.is_main:
@@ -206,9 +207,9 @@ class Trainer:
 
     def _restore(self) -> None:
         ckpt = self.config.checkpoint
-        latest = latest_checkpoint(self.checkpoint_root) if ckpt.resume else None
-        if latest is not None:
-            self.load_checkpoint(latest, restore_position=True)
+        latest = newest_valid_checkpoint(self.checkpoint_root, ckpt.verify_checksums) if ckpt.resume else None
+        if latest is not None:  # just verified, checksums included: load checks sizes only
+            self.load_checkpoint(latest, restore_position=True, verify_checksums=False)
         elif ckpt.load_from:
             self.load_checkpoint(Path(ckpt.load_from), restore_position=False)
         if self.resumed_from and self.runtime.is_main:
@@ -296,7 +297,8 @@ class Trainer:
         best = self.early_stopping.best_step
         if not (self.early_stopping.patience and self.config.train.restore_best) or best in (None, self.step):
             return
-        state, _ = load_checkpoint(latest_checkpoint(self.best_root), self._checkpoint_state())
+        state, _ = load_checkpoint(latest_checkpoint(self.best_root), self._checkpoint_state(),
+                                   self.config.checkpoint.verify_checksums)
         self.model.load_state_dict(state["model"])
         if self.runtime.is_main:
             print(f"restored the best validation state (step {best}, logloss {self.early_stopping.best_logloss:.4f})", flush=True)
