@@ -1,5 +1,6 @@
 """Checkpoints on real gloo ranks: exact resume, resharding, crash safety, mismatch errors,
-export, and a SIGKILLed worker that torchrun restarts."""
+export, manifests, and a SIGKILLed worker that torchrun restarts. Damage and crafted
+payloads: test_checkpoint_integrity.py and test_checkpoint_security.py."""
 
 from __future__ import annotations
 
@@ -21,7 +22,14 @@ from torchrec_app.data.metadata import load_metadata
 from torchrec_app.data.reader import num_batches
 from torchrec_app.distributed.runtime import Runtime
 from torchrec_app.tools.export import export_checkpoint, read_unsharded
-from torchrec_app.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from torchrec_app.training.checkpoint import (
+    MANIFEST_FILE,
+    UnsafeCheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from torchrec_app.training.checkpointer import WEIGHTS_ONLY
 from torchrec_app.training.run_dir import RunDir
 from torchrec_app.training.trainer import Trainer
@@ -138,6 +146,15 @@ def test_export_per_tensor_matches_single_file(runs, tmp_path):
         torch.testing.assert_close(torch.load(tmp_path / "per" / file, weights_only=True), single[name])
 
 
+def test_every_ranks_shards_are_in_the_manifest(runs):
+    root, _ = runs
+    checkpoint = latest_checkpoint(root / "full" / "checkpoints")
+    files = json.loads((checkpoint / MANIFEST_FILE).read_text())["files"]
+    assert {".metadata", "__0_0.distcp", "__1_0.distcp"} <= set(files)
+    assert set(files) == {p.name for p in checkpoint.iterdir()} - {MANIFEST_FILE}
+    verify_checkpoint(checkpoint)  # no process group: one process checks them all
+
+
 def test_tampered_metadata_is_refused(runs, tmp_path):
     import pickle
     import shutil
@@ -151,7 +168,8 @@ def test_tampered_metadata_is_refused(runs, tmp_path):
             return (os.system, ("echo pwned",))
 
     (bad / ".metadata").write_bytes(pickle.dumps(Evil()))
-    with pytest.raises(pickle.UnpicklingError, match="posix.system|os.system"):
+    (bad / MANIFEST_FILE).unlink()  # as an older checkpoint: the allow-list, not a checksum, refuses it
+    with pytest.raises(UnsafeCheckpointError, match=r"\.metadata: refers to posix\.system"):
         load_checkpoint(bad, {})
 
 

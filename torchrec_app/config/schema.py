@@ -330,6 +330,10 @@ class CheckpointConfig:
     load_from: str = ""
     """Before training, load model and optimizer state from this checkpoint directory
     (saved under any plan or world size); counters start at zero."""
+    verify_checksums: bool = True
+    """Check every checkpoint file's CRC-32 against the checkpoint's manifest before loading
+    (resume, load_from, export, explain). Sizes are always checked; turn this off only
+    for checkpoints so large that reading them twice matters."""
 
     def __post_init__(self) -> None:
         if self.every < 0 or self.keep < 0:

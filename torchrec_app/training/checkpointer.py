@@ -5,8 +5,9 @@ schedule, reader position, validator, counters) through :mod:`torchrec_app.train
 (atomic DCP saves, keep-K, safe and verified loading), every ``checkpoint.every`` steps
 and at the end (``checkpoint.at_end``). Before training it restores, in this order:
 
-1. ``checkpoint.resume``: the newest complete checkpoint of this run directory — the
-   whole state, so training continues exactly where it stopped;
+1. ``checkpoint.resume``: the newest checkpoint of this run directory that verifies
+   (damaged ones are skipped with a warning naming each) — the whole state, so training
+   continues exactly where it stopped;
 2. ``checkpoint.load_from=DIR``: model and optimizer state of another run's checkpoint
    (any plan, any world size); counters start at zero.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from torchrec_app.config.schema import CheckpointConfig
-from torchrec_app.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from torchrec_app.training.checkpoint import load_checkpoint, newest_valid_checkpoint, save_checkpoint
 
 
 class Stateful(Protocol):
@@ -49,21 +50,23 @@ class Checkpointer:
 
     def restore(self, target: Stateful) -> str | None:
         """Resume or load as configured (collective); the checkpoint used, or None."""
-        latest = latest_checkpoint(self.root) if self.config.resume else None
-        if latest is not None:
-            self.load(latest, target)
+        latest = newest_valid_checkpoint(self.root, self.config.verify_checksums) if self.config.resume else None
+        if latest is not None:  # just verified, checksums included: the load checks sizes only
+            self.load(latest, target, verify_checksums=False)
             return str(latest)
         if self.config.load_from:
             self.load(Path(self.config.load_from), target, parts=WEIGHTS_ONLY)
             return self.config.load_from
         return None
 
-    def load(self, path: Path, target: Stateful, parts: tuple[str, ...] | None = None) -> None:
-        """Load checkpoint ``path`` into ``target`` (collective): all of its state, or only ``parts``."""
+    def load(self, path: Path, target: Stateful, parts: tuple[str, ...] | None = None,
+             verify_checksums: bool | None = None) -> None:  # fmt: skip
+        """Verify checkpoint ``path``, then load it into ``target`` (collective): all of its state, or only ``parts``."""
         state = target.state_dict()
         if parts is not None:
             state = {k: v for k, v in state.items() if k in parts}
-        loaded, skipped = load_checkpoint(path, state)
+        checksums = self.config.verify_checksums if verify_checksums is None else verify_checksums
+        loaded, skipped = load_checkpoint(path, state, checksums)
         if skipped:
             self.log(f"warning: {len(skipped)} optimizer state tensor(s) in {path} do not fit this plan's layout "
                      f"and start fresh, e.g. {skipped[0]}")  # fmt: skip

@@ -95,6 +95,7 @@ class Trainer:
         self.validator = Validator(
             self.task, config.train, lambda: self.task.make_evaluator(config, self.metadata),
             lambda split: self._reader(split, train=False), steps_per_epoch, run_dir.path / "best", self.log,
+            config.checkpoint.verify_checksums,
         )
         self.checkpointer = Checkpointer(run_dir.path / "checkpoints", config.checkpoint, self.log)
         if "valid" in self.metadata.split_rows and self.validator.next_due(0) > self.max_steps:

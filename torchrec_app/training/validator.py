@@ -55,14 +55,16 @@ class Validator:
         steps_per_epoch: training steps of one epoch.
         best_root: where the best state is kept.
         log: prints on the main rank.
+        verify_checksums: verify the best state's checksums before restoring it (``checkpoint.verify_checksums``).
     """
 
     def __init__(self, task: Task, config: TrainConfig, make_evaluator: Callable[[], Any],
                  eval_batches: Callable[[str], Iterable[Any]], steps_per_epoch: int, best_root: Path,
-                 log: Callable[[str], None]) -> None:  # fmt: skip
+                 log: Callable[[str], None], verify_checksums: bool = True) -> None:  # fmt: skip
         self.task, self.config = task, config
         self.make_evaluator, self.eval_batches = make_evaluator, eval_batches
         self.steps_per_epoch, self.best_root, self.log = steps_per_epoch, Path(best_root), log
+        self.verify_checksums = verify_checksums
         self.epoch_steps = validation_steps_in_epoch(steps_per_epoch, config.evals_per_epoch or 1)
         self.best_value: float | None = None
         self.best_step: int | None = None
@@ -135,7 +137,7 @@ class Validator:
         if not self._keeps_best or self.best_step in (None, step):
             return False
         best = latest_checkpoint(self.best_root)
-        state, _ = load_checkpoint(best, {"model": model.state_dict()})
+        state, _ = load_checkpoint(best, {"model": model.state_dict()}, self.verify_checksums)
         model.load_state_dict(state["model"])
         self.log(f"restored the best validation state (step {self.best_step}, {self.task.monitor} {self.best_value:.4f})")
         return True
