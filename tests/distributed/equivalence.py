@@ -82,7 +82,8 @@ def train_sharded_and_reference(
     sharded, plan = build_sharded_model(model, runtime, sharding=config.sharding, optim=config.optim,
                                         batch_size=ROWS_PER_RANK)  # fmt: skip
     copy_weights(sharded, initial)
-    pipeline = TrainPipelineSparseDist(sharded, build_optimizer(sharded, config.optim), runtime.device)
+    data_parallel = {t for t, kind in sharding_types_by_table(plan).items() if kind == "data_parallel"}
+    pipeline = TrainPipelineSparseDist(sharded, build_optimizer(sharded, config.optim, data_parallel), runtime.device)
     optimizers = reference_optimizers(reference)
 
     generator = torch.Generator().manual_seed(1)

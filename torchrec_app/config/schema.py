@@ -157,7 +157,10 @@ class SparseConfig:
     pooling: str = "sum"
     """Pooling of multi-hot bags: sum or mean."""
     data_type: str = "fp32"
-    """Storage type of the table weights: fp32, fp16 or bf16 (fp16/bf16 halve table memory)."""
+    """Storage type of the table weights: fp32, fp16 or bf16 (fp16/bf16 halve table memory).
+    fp16/bf16 tables are never data-parallel (the dense optimizer would update them in half
+    precision: NaN), and bf16 trains only on cuda (FBGEMM has no CPU bf16 kernel); both are
+    checked against the plan and device at start-up (``distributed/sharders.py``)."""
     compress: dict[str, str] = field(default_factory=dict)
     """Per-feature table compression, e.g. {"C3": "qr:4:mult"}: full, hash:C (ceil(n/C) rows, ids
     collide), qr:C[:OP] (quotient-remainder, every id unique; OP mult, add or concat) or

@@ -83,7 +83,8 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = config.train.tf32
             torch.backends.cudnn.allow_tf32 = config.train.tf32
         self.guard = NonFiniteGuard(self.model, runtime.device)
-        self.optimizer = build_optimizer(self.model, config.optim, dense_step_pre_hook=self.guard.check_gradients)
+        data_parallel = {t for t, kind in sharding_types_by_table(self.plan).items() if kind == "data_parallel"}
+        self.optimizer = build_optimizer(self.model, config.optim, data_parallel, self.guard.check_gradients)
         self.lr_scheduler = build_lr_scheduler(self.optimizer, config.optim)
         self.pipeline = TrainPipelineSparseDist(self.model, self.optimizer, runtime.device) if config.train.pipeline else None
 
