@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import socket
 import traceback
 from typing import Any, Callable
 
-from torchrec_app.distributed.runtime import Runtime, init_runtime, shutdown_runtime
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from torchrec_app.distributed.runtime import Runtime, free_port, init_runtime, shutdown_runtime
 
 
 def _worker(fn: Callable[..., Any], rank: int, world_size: int, port: int, queue: Any, args: tuple) -> None:
@@ -39,7 +32,7 @@ def run_on_ranks(fn: Callable[..., Any], world_size: int, *args: Any, timeout_s:
     """
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_worker, args=(fn, r, world_size, port, queue, args)) for r in range(world_size)]
     for p in procs:
         p.start()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 from torchx.components.component_test_base import ComponentTestCase
 
 import launch.components as components
+from torchrec_app.distributed.runtime import free_port
 from torchrec_app.training.checkpoint import latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,15 +45,10 @@ class ComponentDefinitionTest(ComponentTestCase):
             components.train(data="/d", max_restarts=-1)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def _torchx_train(data: Path, out: Path, *args: str) -> list[str]:
     return [TORCHX, "run", "-s", "local_cwd", "launch/components.py:train", "--nproc", "2",
-            "--rdzv_port", str(_free_port()), *args, "--recipe", "tiny", "--data", str(data), "--out", str(out)]
+            "--rdzv_port", str(free_port()), *args, "--recipe", "tiny", "--data", str(data), "--out", str(out)]
 
 
 def _env() -> dict[str, str]:

@@ -7,7 +7,7 @@
     torchrec-app bench --data criteo_kaggle --suite cpu --target-auc 0.80 --steps 5000
 
 For every case (recipe + overrides on N processes; see :mod:`torchrec_app.tools.bench.cases`)
-and every repeat, it trains ``--steps`` steps with ``torchrun ... -m torchrec_app.train``
+and every repeat, it trains ``--steps`` steps through the torchx ``train`` component
 twice: end to end (reading Parquet; the first repeat also profiles a few steps for the
 step-time split) and on in-memory batches (``bench.in_memory``, the ceiling). Cases are
 interleaved within each repeat. Without ``--data`` it trains on generated data (made
@@ -31,8 +31,9 @@ from typing import Any
 
 from torchrec_app.config import AppConfig, ConfigError, resolve_config
 from torchrec_app.tools.bench.cases import SUITES, BenchCase, parse_case
-from torchrec_app.tools.bench.step_profile import WARMUP_STEPS
 
+#: The shared flags this command uses (see torchrec_app.cli).
+COMMON_FLAGS = ('recipe', 'data', 'out')
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``torchrec-app bench``."""
@@ -70,6 +71,8 @@ def run_overrides(args: argparse.Namespace, kind: str, repeat: int) -> list[str]
     >>> run_overrides(ns, "ceiling", 0)[-2:]
     ['bench.in_memory=true', 'train.eval_every=0']
     """
+    from torchrec_app.tools.bench.step_profile import WARMUP_STEPS
+
     common = [f"train.max_steps={args.steps}", "train.epochs=1000", "train.progress_bar=false",
               "train.early_stop_patience=0", "checkpoint.at_end=false", "checkpoint.resume=false",
               "checkpoint.every=0"]  # fmt: skip

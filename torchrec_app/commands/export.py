@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from torchrec_app.config import AppConfig, ConfigError
-from torchrec_app.tools.export import export_checkpoint
-from torchrec_app.training.checkpoint import resolve_checkpoint
 
+#: The shared flags this command uses (see torchrec_app.cli).
+COMMON_FLAGS = ('out',)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", default=None, help="run directory: export its newest checkpoint (refused if damaged)")
@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, config: AppConfig) -> int:
+    from torchrec_app.tools.export import export_checkpoint
+    from torchrec_app.training.checkpoint import resolve_checkpoint
+
     if not args.out:
         raise ConfigError("export needs --out (a file, or a directory with --per-tensor)")
     checkpoint = resolve_checkpoint(args.run, args.checkpoint, config.checkpoint.verify_checksums)

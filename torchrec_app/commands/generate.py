@@ -8,8 +8,9 @@ import time
 from dataclasses import replace
 
 from torchrec_app.config import AppConfig
-from torchrec_app.data.generate import generate_dataset
 
+#: The shared flags this command uses (see torchrec_app.cli).
+COMMON_FLAGS = ('out',)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``torchrec-app generate`` (tunables are in the ``generate`` config section)."""
@@ -20,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, config: AppConfig) -> int:
     """Entry point of ``torchrec-app generate``."""
+    from torchrec_app.data.generate import generate_dataset
+
     gen = config.generate
     gen = replace(gen, rows=gen.rows if args.rows is None else args.rows, seed=gen.seed if args.seed is None else args.seed,
                   multi_hot=gen.multi_hot or args.multi_hot)  # fmt: skip

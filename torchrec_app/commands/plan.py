@@ -24,11 +24,13 @@ from typing import Any
 
 from torchrec_app.config.errors import ConfigError
 from torchrec_app.config.schema import AppConfig
-from torchrec_app.distributed.planning import STORAGE_MARGIN, build_constraints
 from torchrec_app.utils.fs import write_json_atomic
 
 DEFAULT_RANKS_PER_GPU_HOST = 8
 
+
+#: The shared flags this command uses (see torchrec_app.cli).
+COMMON_FLAGS = ('recipe', 'data', 'out')
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``plan``'s flags (the recipe, --data and overrides are common to all commands)."""
@@ -97,6 +99,7 @@ def topology_spec(args: argparse.Namespace, config: AppConfig):
 
 
 def _run_plan(args: argparse.Namespace, config: AppConfig) -> int:
+    from torchrec_app.distributed.planning import STORAGE_MARGIN, build_constraints
     from torchrec_app.tools.plan.fit import explain_no_fit, format_no_fit
     from torchrec_app.tools.plan.model import build_planning_model, planning_inputs
     from torchrec_app.tools.plan.planner_run import PlanDoesNotFit, quiet_torchrec, run_planner

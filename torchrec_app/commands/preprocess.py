@@ -20,6 +20,8 @@ from torchrec_app.data.criteo_format import DataFormatError
 from torchrec_app.data.preprocess import count_rows, preprocess_dataset
 from torchrec_app.data.splits import SPLITS, Source, explicit_sources, policy_sources
 
+#: The shared flags this command uses (see torchrec_app.cli).
+COMMON_FLAGS = ('out',)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``torchrec-app preprocess`` (tunables are in the ``preprocess`` config section)."""

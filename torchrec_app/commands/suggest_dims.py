@@ -22,17 +22,14 @@ import dataclasses
 import json
 from typing import Any
 
-from torchrec_app.commands.explain import feature_order, output_dir
 from torchrec_app.config import AppConfig, ConfigError, build_recipe
-from torchrec_app.tools.explain.blocks import block_scores, rank_features
-from torchrec_app.tools.explain.cost import dense_tower_cost, table_params
-from torchrec_app.tools.explain.suggest_dims import suggest_dims
-from torchrec_app.tools.explain.trained_model import find_checkpoint, load_run_config, read_trained_cross, run_dir_of
-from torchrec_app.utils.fs import write_text_atomic
 
 #: Run settings that must not be carried to a retrain with other widths.
 NOT_CARRIED = ("recipe", "sparse.dims", "sharding.plan_file", "checkpoint.load_from")
 
+
+#: The shared flags this command uses (see torchrec_app.cli).
+COMMON_FLAGS = ('data', 'out')
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", default=None, help="run directory: read its newest complete checkpoint and config.json")
@@ -98,16 +95,16 @@ def budget_of(args: argparse.Namespace, flops_now: float) -> tuple[str, float]:
 
 
 def run(args: argparse.Namespace, config: AppConfig) -> int:
+    from torchrec_app.tools.explain.blocks import block_scores, rank_features
+    from torchrec_app.tools.explain.cost import dense_tower_cost, table_params
+    from torchrec_app.tools.explain.report import output_dir
+    from torchrec_app.tools.explain.suggest_dims import suggest_dims
+    from torchrec_app.tools.explain.trained_model import find_checkpoint, read_trained_cross, run_model_inputs
+    from torchrec_app.utils.fs import write_text_atomic
+
     checkpoint = find_checkpoint(args.run, args.checkpoint, config.checkpoint.verify_checksums)
-    run_dir = run_dir_of(checkpoint)
-    if run_dir is not None:
-        config = load_run_config(run_dir)
-    trained = read_trained_cross(checkpoint, feature_order(args.data), args.layer)
-    if config.model.name != "dcnv2" or config.model.dense_arch[-1] != trained.layout.widths[0]:
-        raise ConfigError(
-            f"the config (model {config.model.name}, dense_arch {config.model.dense_arch}) does not describe the "
-            f"checkpoint's DCNv2 (dense width {trained.layout.widths[0]}); pass --run with its config.json, or the recipe and overrides it trained with"
-        )
+    config, metadata = run_model_inputs(checkpoint, args.data)  # the run's own config and dataset
+    trained = read_trained_cross(checkpoint, config, metadata, args.layer)
     importance = {r.names[0]: r.normalized for r in rank_features(block_scores(trained.weight, trained.layout))}
     current = dict(zip(trained.layout.names[1:], trained.layout.widths[1:]))
     num_dense = trained.num_dense or config.sparse.num_dense

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from torchrec_app.config import AppConfig, ConfigError
 
+#: The shared flags this command uses (see torchrec_app.cli).
+COMMON_FLAGS = ('recipe', 'data', 'out')
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", default=None, help="train with this plan JSON (from `torchrec-app plan --json`)")
@@ -31,6 +33,46 @@ def agree_on_run_path(out: str | None, recipe: str) -> Path:
     if dist.get_world_size() > 1:
         dist.broadcast_object_list(choice, src=0)
     return Path(choice[0])
+
+
+def format_result(summary: dict[str, Any], run_path: Path) -> str:
+    """The end of a run on one screen: metrics per split (and the gap to the oracle when the
+    data is generated), speed, memory, where early stopping stopped, and where everything is.
+
+    >>> print(format_result({"model": "dcnv2", "recipe": "default", "task": "ctr", "world_size": 2, "backend": "gloo",
+    ...     "valid_auc": 0.71234, "valid_logloss": 0.45, "valid_oracle_auc": 0.7861, "valid_auc_gap_to_oracle": 0.0738,
+    ...     "test_auc": 0.7101, "test_logloss": 0.4589, "samples_per_second": 16500.0, "train_seconds": 39.2,
+    ...     "peak_rss_mb": 1234.0, "steps": 250, "best_step": 150, "best_epoch": 0, "early_stopped": True,
+    ...     "monitor": "logloss"}, Path("runs/x")))
+    result: dcnv2 (recipe default, task ctr) on 2 gloo processes
+      split   AUC     logloss  oracle AUC  gap
+      valid   0.7123  0.4500   0.7861      0.0738
+      test    0.7101  0.4589   -           -
+      16,500 samples/s | 39.2 s training | peak memory 1,234 MiB/process
+      best logloss at step 150 (epoch 0); stopped early at step 250
+      run directory: runs/x (summary.json, metrics.jsonl, config.json, plan.txt)
+    """
+    def num(value: Any, digits: int = 4) -> str:
+        return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
+
+    lines = [f"result: {summary['model']} (recipe {summary['recipe']}, task {summary.get('task', '?')}) on "
+             f"{summary['world_size']} {summary['backend']} process{'es' if summary['world_size'] > 1 else ''}",
+             "  split   AUC     logloss  oracle AUC  gap"]  # fmt: skip
+    for split in ("valid", "test"):
+        if summary.get(f"{split}_auc") is None and summary.get(f"{split}_logloss") is None:
+            continue
+        lines.append(f"  {split:<7} {num(summary.get(f'{split}_auc')):<7} {num(summary.get(f'{split}_logloss')):<8} "
+                     f"{num(summary.get(f'{split}_oracle_auc')):<11} {num(summary.get(f'{split}_auc_gap_to_oracle'))}")  # fmt: skip
+    lines.append(f"  {summary['samples_per_second']:,.0f} samples/s | {summary['train_seconds']:.1f} s training | "
+                 f"peak memory {summary['peak_rss_mb']:,.0f} MiB/process")  # fmt: skip
+    stop = f"; stopped early at step {summary['steps']}" if summary.get("early_stopped") else f"; {summary['steps']} steps"
+    if summary.get("stop_reason") and not summary.get("early_stopped"):
+        stop = f"; stopped at step {summary['steps']} ({summary['stop_reason']})"
+    if summary.get("best_step") is not None:
+        lines.append(f"  best {summary.get('monitor', 'validation')} at step {summary['best_step']} "
+                     f"(epoch {summary['best_epoch']}){stop}")  # fmt: skip
+    lines.append(f"  run directory: {run_path} (summary.json, metrics.jsonl, config.json, plan.txt)")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace, config: AppConfig) -> int:
@@ -57,9 +99,7 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
                 print(f"torchrec-app train: error: {err}", file=sys.stderr, flush=True)
             return 1
         if runtime.is_main:
-            brief = {k: v for k, v in summary.items() if k != "history"}
-            print(json.dumps(brief, indent=2, default=str))
-            print(f"run directory: {run_path}")
+            print(format_result(summary, run_path))
     finally:
         shutdown_runtime()
     return 0

@@ -37,7 +37,8 @@ class Runtime:
         return self.rank == 0
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on loopback (for a world of one, and for tests that start jobs)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -81,7 +82,7 @@ def init_runtime(timeout_s: float = 600.0) -> Runtime:
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
     rank = int(os.environ["RANK"])
     world_size = int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))

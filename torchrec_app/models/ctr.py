@@ -20,7 +20,7 @@ The choice is made once, at construction, so ``forward`` stays torch.fx-traceabl
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -32,7 +32,7 @@ from torchrec_app.data.metadata import DatasetMetadata
 from torchrec_app.data.reader import table_sizes
 from torchrec_app.metrics.binary import BinaryEvaluator
 from torchrec_app.models.registry import build_ctr_model
-from torchrec_app.models.sparse import SparseArch, build_feature_transform, build_tables
+from torchrec_app.models.sparse import SparseArch, build_feature_transform, build_tables, parameters_by_table
 from torchrec_app.models.task import ModelOutput, Task
 
 #: The one head of a CTR model (the Criteo ``label`` column).
@@ -126,6 +126,15 @@ def make_ctr_evaluator(config: AppConfig, metadata: DatasetMetadata) -> BinaryEv
     return BinaryEvaluator()
 
 
+def describe_ctr_model(config: AppConfig, metadata: DatasetMetadata) -> dict[str, Any]:
+    """Table parameters for ``summary.json``; the per-table accounting only when a table is compressed."""
+    tables = parameters_by_table(config.sparse, metadata.sparse_features, table_sizes(metadata, config.data))
+    facts: dict[str, Any] = {"table_parameters": tables["total"]["after"]}
+    if tables["total"]["before"] != tables["total"]["after"]:
+        facts["parameters_by_table"] = tables
+    return facts
+
+
 #: Every tower in the model registry trains and is scored as a click model.
 CTR_TASK = Task(name="ctr", data_kind="criteo", build_model=build_ctr_task_model, make_evaluator=make_ctr_evaluator,
-                monitor="logloss", higher_is_better=False)  # fmt: skip
+                monitor="logloss", higher_is_better=False, describe=describe_ctr_model)  # fmt: skip

@@ -75,6 +75,8 @@ class Task:
     monitor: str = "logloss"
     """Validation metric that early stopping and the best state follow (a key of ``compute()``)."""
     higher_is_better: bool = False
+    describe: Callable[..., dict[str, Any]] | None = None
+    """``(config, metadata) -> dict``: facts about the model for ``summary.json`` (e.g. table parameters)."""
 
     def improved(self, value: float, best: float | None, min_delta: float = 0.0) -> bool:
         """Whether ``value`` of the monitored metric beats ``best`` by more than ``min_delta``.

@@ -41,7 +41,7 @@ import torch.distributed as dist
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
 from torchrec_app.config.schema import AppConfig
-from torchrec_app.data.metadata import load_metadata
+from torchrec_app.data.metadata import METADATA_FILE, load_metadata
 from torchrec_app.data.reader import TrainBatches, read_batches
 from torchrec_app.data.truth import load_truth
 from torchrec_app.distributed.build import build_sharded_model
@@ -283,6 +283,8 @@ class Trainer:
                 summary[f"{split}_auc_gap_to_oracle"] = oracle["auc"] - metrics["auc"]
         if rt.device.type == "cuda":
             summary["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(rt.device) / 2**20
+        if self.task.describe is not None:
+            summary.update(self.task.describe(self.config, self.metadata))
         summary["history"] = self.validator.history
         self.callbacks.on_train_end(self, summary)
         self.run_dir.write_json("summary.json", summary)
@@ -299,6 +301,7 @@ class Trainer:
 
     def _write_setup_files(self) -> None:
         self.run_dir.write_json("config.json", dataclasses.asdict(self.config))
+        self.run_dir.write_json(METADATA_FILE, self.metadata.to_json())  # what the model was built from (explain rebuilds it)
         self.run_dir.write_text("plan.txt", str(self.plan) + "\n")
         self.run_dir.write_json("plan.json", plan_to_dict(self.plan))
 

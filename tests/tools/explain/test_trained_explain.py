@@ -14,7 +14,7 @@ from torchrec_app.data.truth import load_truth
 from torchrec_app.distributed.runtime import Runtime
 from torchrec_app.tools.explain.blocks import block_scores, rank_crosses
 from torchrec_app.tools.explain.cost import table_params
-from torchrec_app.tools.explain.trained_model import find_checkpoint, read_trained_cross
+from torchrec_app.tools.explain.trained_model import find_checkpoint, read_trained_cross, run_model_inputs
 from torchrec_app.training.run_dir import RunDir
 from torchrec_app.training.trainer import Trainer
 
@@ -53,7 +53,8 @@ def trained_run(request, planted_dataset, tmp_path_factory) -> Path:
 
 def test_planted_crosses_rank_above_the_median_cross(trained_run, planted_dataset):
     truth = load_truth(str(planted_dataset))
-    trained = read_trained_cross(find_checkpoint(str(trained_run), None))
+    checkpoint = find_checkpoint(str(trained_run), None)
+    trained = read_trained_cross(checkpoint, *run_model_inputs(checkpoint, None))
     ranked = rank_crosses(block_scores(trained.weight, trained.layout))
     position = {frozenset(r.names): k for k, r in enumerate(ranked)}
     median = len(ranked) // 2
@@ -77,7 +78,8 @@ def test_explain_writes_blocks_rankings_and_heatmap(trained_run, capsys):
 
 
 def test_suggest_dims_respects_the_budget_and_retrains_without_code_change(trained_run, capsys):
-    trained = read_trained_cross(find_checkpoint(str(trained_run), None))
+    checkpoint = find_checkpoint(str(trained_run), None)
+    trained = read_trained_cross(checkpoint, *run_model_inputs(checkpoint, None))
     now = table_params(trained.table_rows, dict(zip(trained.layout.names[1:], trained.layout.widths[1:])))
     budget = int(0.6 * now)
     assert cli_main(["suggest-dims", "--run", str(trained_run), "--budget-params", str(budget), "--multiple", "4"]) == 0

@@ -87,6 +87,20 @@ class DCNv2(nn.Module):
             self.deep_arch = MLP(self.input_dim, deep_sizes, bias=True, activation="relu")
             self.final = nn.Linear(self.input_dim + deep_sizes[-1], 1)
 
+    def cross_input_blocks(self) -> list[tuple[str, int]]:
+        """The blocks of ``x0`` in order, ``(name, width)``: the dense-arch output, then each feature
+        (what ``torchrec-app explain`` reads the cross weight by).
+
+        >>> from torchrec.modules.embedding_modules import EmbeddingBagCollection
+        >>> from torchrec_app.config.schema import SparseConfig
+        >>> from torchrec_app.models.sparse import build_tables
+        >>> tables = build_tables(SparseConfig(embedding_dim=4, dims={"b": 2}), ["a", "b"], {"a": 5, "b": 5})
+        >>> DCNv2(SparseArch(EmbeddingBagCollection(tables=tables)), 3, [8, 6], [8, 1], CrossConfig(), "stacked").cross_input_blocks()
+        [('dense', 6), ('a', 4), ('b', 2)]
+        """
+        return [("dense", self.input_dim - self.sparse_arch.output_dim),
+                *zip(self.sparse_arch.feature_names, self.sparse_arch.feature_dims)]
+
     def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
         """``B x num_dense`` and a KJT of stride ``B`` -> logits ``B``."""
         x0 = torch.cat([self.dense_arch(dense_features), self.sparse_arch(sparse_features)], dim=1)

@@ -1,7 +1,7 @@
 """``torchrec-app bench``: how fast and how good a setup is, and why.
 
 A short sibling of training, not a second trainer: every measurement is a real training
-run (``torchrun ... -m torchrec_app.train``) of a recipe with overrides, and the numbers
+run (the torchx ``train`` component, as users launch it) of a recipe with overrides, and the numbers
 are read back from its run directory. Modules:
 
 * :mod:`~torchrec_app.tools.bench.cases`: what to run (``NAME=RECIPE@NPROC key=value ...``, suites).

@@ -31,7 +31,7 @@ class BenchCase:
     overrides: tuple[str, ...] = ()
     """``section.key=value`` overrides applied to the recipe."""
     nproc: int = 1
-    """Processes (ranks) on this machine, launched with torchrun."""
+    """Processes (ranks) on this machine, launched with the torchx train component (torchrun)."""
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "_-." for c in self.name):

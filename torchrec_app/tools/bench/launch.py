@@ -1,9 +1,10 @@
-"""One benchmark measurement = one real training run, launched as a subprocess.
+"""One benchmark measurement = one real training run, launched the way users launch training:
 
-    python -m torch.distributed.run --standalone --nproc_per_node N \\
-        -m torchrec_app.train --recipe R --data D --out RUN_DIR overrides...
+    torchx run -s local_cwd launch/components.py:train --nproc N --rdzv_port P \\
+        --recipe R --data D --out RUN_DIR overrides...
 
-(``torchrun``; one process per rank, gloo on CPU, nccl on GPUs). The results are read
+(the repository's torchx ``train`` component: ``dist.ddp`` → torchrun, one process per
+rank, gloo on CPU, nccl on GPUs). The results are read
 back from the run directory the trainer writes: ``summary.json`` (samples/s, train
 seconds, peak RSS, AUC/logloss, oracle gaps), ``metrics.jsonl`` (validation AUC over
 samples seen) and, when profiled, ``step_profile.json``. The child's output goes to
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torchrec_app.distributed.runtime import free_port
 from torchrec_app.tools.bench.cases import BenchCase
 
 
@@ -46,11 +48,16 @@ class RunResult:
     """Wall time of the whole subprocess (start-up, planning, training, evaluation)."""
 
 
+#: The repository's torchx components (the Docker image and source checkouts hold them).
+COMPONENTS = Path(__file__).resolve().parents[3] / "launch" / "components.py"
+
+
 def train_command(case: BenchCase, data: Path, run_dir: Path, overrides: list[str]) -> list[str]:
-    """The torchrun command line of one run of ``case``."""
+    """The torchx command line of one run of ``case`` (the README's launch path)."""
+    torchx = str(Path(sys.executable).with_name("torchx"))
     return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={case.nproc}",
-        "-m", "torchrec_app.train", "--recipe", case.recipe, "--data", str(data), "--out", str(run_dir),
+        torchx, "run", "-s", "local_cwd", f"{COMPONENTS}:train", "--nproc", str(case.nproc),
+        "--rdzv_port", str(free_port()), "--recipe", case.recipe, "--data", str(data), "--out", str(run_dir),
         *case.overrides, *overrides,
     ]  # fmt: skip
 
@@ -61,7 +68,7 @@ def run_training(case: BenchCase, data: Path, run_dir: Path, overrides: list[str
     for stale in ("summary.json", "metrics.jsonl", "step_profile.json"):
         (run_dir / stale).unlink(missing_ok=True)
     log = run_dir / "train.log"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     start = time.perf_counter()
     with open(log, "w") as out:
         try:

@@ -1,36 +1,35 @@
 """What explain and suggest-dims read from a training run: the cross weight, the input
 layout, the table sizes, and the resolved config.
 
-Only the dense tensors of the cross layer are read from the sharded DCP checkpoint
-(:func:`torchrec_app.tools.export.read_unsharded`, no process group); the tables' widths and
-rows come from the checkpoint's metadata, so no table is loaded. The feature order of
-``x0`` is the dataset's ``sparse_features`` order (``metadata.json``, via ``--data``) or,
-without it, the Criteo column order ``C1..C26``.
+The run's model is rebuilt on ``meta`` from its ``config.json`` and the dataset
+description it trained on (the run directory's ``metadata.json``, or ``--data``), by the
+model family's task — so where the cross network lives in the state dict and what the
+blocks of its input ``x0`` are come from the model itself (a tower exposing
+``cross_input_blocks()``, e.g. DCNv2: the dense arch, then each feature at its width,
+compressed features included), not from hard-coded names. Only the dense tensors of the
+cross layer are then read from the sharded DCP checkpoint
+(:func:`torchrec_app.tools.export.read_unsharded`, no process group); no table is loaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
 from torchrec_app.config import AppConfig, ConfigError
-from torchrec_app.data.criteo_format import SPARSE_FEATURES
+from torchrec_app.data.metadata import METADATA_FILE, DatasetMetadata, load_metadata
+from torchrec_app.data.reader import table_sizes
+from torchrec_app.models import task_for
 from torchrec_app.tools.explain.blocks import InputLayout
 from torchrec_app.tools.explain.cross_weight import cross_kind, cross_weight, tensor_names
 from torchrec_app.tools.export import model_tensor_specs, read_unsharded
 from torchrec_app.training.checkpoint import resolve_checkpoint
-
-TOWER = "model.model."
-CROSS_PREFIX = TOWER + "crossnet."
-DENSE_INPUT = TOWER + "dense_arch.model._mlp.0._linear.weight"
-_TABLE = re.compile(r"^model\.model\.sparse_arch\.embedding_bag_collection\.embedding_bags\.t_(.+)\.weight$")
 
 
 def find_checkpoint(run: str | None, checkpoint: str | None, verify_checksums: bool = True) -> Path:
@@ -89,42 +88,45 @@ class TrainedCross:
     """Dense input features (the dense arch's input width)."""
 
 
-def order_features(tables: Sequence[str], order: Sequence[str] | None) -> list[str]:
-    """The tables' features in model order: ``order`` (the dataset's), else Criteo's ``C1..C26``.
-
-    >>> order_features(["C10", "C2", "C1"], None)
-    ['C1', 'C2', 'C10']
-    """
-    reference = list(order) if order else SPARSE_FEATURES
-    unknown = sorted(set(tables) - set(reference))
-    if unknown or (order and set(reference) != set(tables)):
-        raise ConfigError(
-            f"the checkpoint's tables {sorted(tables)} do not match the feature order {list(reference)}; "
-            "pass --data DIR (the dataset the run trained on) so its metadata.json gives the order"
-        )
-    return [f for f in reference if f in set(tables)]
+def run_model_inputs(checkpoint: Path, data: str | None) -> tuple[AppConfig, DatasetMetadata]:
+    """The config and dataset description ``checkpoint``'s run trained with: its run directory's
+    ``config.json`` and ``metadata.json`` (``data``: read the dataset's instead)."""
+    run = run_dir_of(checkpoint)
+    if run is None:
+        raise ConfigError(f"{checkpoint} is not inside a run directory with a config.json; pass --run DIR")
+    config = load_run_config(run)
+    source = data or (str(run) if (run / METADATA_FILE).is_file() else None)
+    if source is None:
+        raise ConfigError(f"{run} has no {METADATA_FILE} (a run from before it was recorded): pass --data DIR, "
+                          "the dataset the run trained on")  # fmt: skip
+    return config, load_metadata(source)
 
 
-def read_trained_cross(checkpoint: Path, features: Sequence[str] | None = None, layer: int = 0) -> TrainedCross:
-    """Read cross layer ``layer`` of the DCNv2 in ``checkpoint`` and its input layout."""
+def read_trained_cross(checkpoint: Path, config: AppConfig, metadata: DatasetMetadata, layer: int = 0) -> TrainedCross:
+    """Read cross layer ``layer`` of the model in ``checkpoint`` (built from ``config`` and ``metadata``)
+    and the layout of its input."""
+    model = task_for(config.model.name).build_model(config, metadata, "meta")
+    tower_name, tower = next(((n, m) for n, m in model.named_modules() if hasattr(m, "cross_input_blocks")), ("", None))
+    if tower is None:
+        raise ConfigError(f"model.name={config.model.name} has no cross network to explain (explain reads models "
+                          "with a DCNv2 cross layer, e.g. dcnv2)")  # fmt: skip
+    prefix = f"model.{tower_name}.crossnet."  # the trainer's state dict: "model." + the module's name
     specs = model_tensor_specs(checkpoint)
-    tables = {m.group(1): tuple(spec.size) for name, spec in specs.items() if (m := _TABLE.match(name))}
     try:
-        kind = cross_kind(list(specs), CROSS_PREFIX)
+        kind = cross_kind(list(specs), prefix)
     except ValueError as err:
         raise ConfigError(f"{checkpoint}: {err}") from None
-    names = tensor_names(kind, CROSS_PREFIX, layer)
+    names = tensor_names(kind, prefix, layer)
     if any(n not in specs for n in names):
         raise ConfigError(f"{checkpoint}: no cross layer {layer} ({names[0]} is not in the checkpoint)")
-    weight = cross_weight(read_unsharded(checkpoint, names), CROSS_PREFIX, layer)
-    order = order_features(list(tables), features)
-    widths = [int(tables[f][1]) for f in order]
-    dense_width = weight.shape[0] - sum(widths)
-    if dense_width <= 0:
-        raise ConfigError(f"{checkpoint}: cross width {weight.shape[0]} <= sum of table widths {sum(widths)}")
-    num_dense = int(specs[DENSE_INPUT].size[1]) if DENSE_INPUT in specs else 0
+    weight = cross_weight(read_unsharded(checkpoint, names), prefix, layer)
+    blocks = tower.cross_input_blocks()
+    layout = InputLayout(tuple(n for n, _ in blocks), tuple(w for _, w in blocks))
+    if layout.total != weight.shape[0]:
+        raise ConfigError(f"{checkpoint}: the cross layer is {weight.shape[0]} wide but the run's config builds "
+                          f"{layout.total} ({dict(blocks)}); is --data the dataset this run trained on?")  # fmt: skip
+    rows = table_sizes(metadata, config.data)
     return TrainedCross(
-        checkpoint=checkpoint, kind=kind, layer=layer, weight=weight,
-        layout=InputLayout.of(dense_width, order, widths),
-        table_rows={f: int(tables[f][0]) for f in order}, num_dense=num_dense,
+        checkpoint=checkpoint, kind=kind, layer=layer, weight=weight, layout=layout,
+        table_rows={name: rows[name] for name in layout.names if name in rows}, num_dense=len(metadata.dense_features),
     )

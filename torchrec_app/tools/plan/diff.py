@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from torchrec_app.tools.plan.text import collapse_ranks, gib
+from torchrec_app.tools.plan.units import collapse_ranks, gib
 
 
 @dataclass(kw_only=True, slots=True)

@@ -29,7 +29,7 @@ from torchrec.distributed.planner.types import ParameterConstraints, ShardingOpt
 from torchrec_app.distributed.planning import STORAGE_MARGIN
 from torchrec_app.distributed.sharders import build_sharders
 from torchrec_app.tools.plan.planner_run import PlannerRun
-from torchrec_app.tools.plan.text import gib
+from torchrec_app.tools.plan.units import gib
 
 TIERS = ("hbm", "ddr")
 UNIFORM_TYPES = ("data_parallel", "row_wise")  # one shard on every rank

@@ -29,7 +29,7 @@ from torchrec.distributed.planner.types import (
 )
 from torchrec.distributed.types import ShardingPlan
 
-from torchrec_app.distributed.planning import build_planner, build_storage_reservation
+from torchrec_app.distributed.planning import STORAGE_MARGIN, build_planner, build_storage_reservation
 from torchrec_app.distributed.sharders import build_sharders
 
 STATS_LOGGER = "torchrec.distributed.planner.stats"
@@ -149,6 +149,16 @@ def quiet_torchrec() -> Iterator[list[str]]:
         messages.extend(dict.fromkeys(sink))
 
 
+def reserved_for_model(topology: Topology, reserved: Topology | None, margin: float) -> Storage:
+    """What the storage reservation set aside per device for the dense parameters and input
+    batches: the topology's storage less the HBM margin, minus what it left for tables
+    (read from the public ``last_reserved_topology``)."""
+    if reserved is None or not topology.devices:
+        return Storage(0, 0)
+    before, after = topology.devices[0].storage, reserved.devices[0].storage
+    return Storage(hbm=int((1 - margin) * before.hbm) - after.hbm, ddr=before.ddr - after.ddr)
+
+
 def run_planner(
     model: nn.Module,
     topology: Topology,
@@ -173,16 +183,14 @@ def run_planner(
             error = err
     seconds = time.perf_counter() - start
     logged = recorder.logged or {}
-    reserved_topology = getattr(reservation, "last_reserved_topology", None)
-    dense = getattr(reservation, "_dense_storage", None) or Storage(0, 0)
-    kjt = getattr(reservation, "_kjt_storage", None) or Storage(0, 0)
+    reserved_topology = reservation.last_reserved_topology
     run = PlannerRun(
         topology=topology,
         batch_size=batch_size,
         plan=plan,
         options=list(logged.get("best_plan") or []),
         available=[d.storage for d in reserved_topology.devices] if reserved_topology is not None else [],
-        reserved=dense + kjt,
+        reserved=reserved_for_model(topology, reserved_topology, STORAGE_MARGIN),
         stats_table=recorder.table,
         seconds=seconds,
         num_proposals=int(logged.get("num_proposals", 0)),
