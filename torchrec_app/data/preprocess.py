@@ -20,13 +20,21 @@ How it works:
    with row groups of ``preprocess.row_group_rows``.
 4. **Finish.** ``metadata.json`` (:mod:`torchrec_app.data.metadata`) is written last.
 
-Restart safety: every file is written under a ``.tmp`` name and renamed when complete; a
-finished task leaves ``_progress/task-NNNNN.json``. A rerun with the same inputs and
-settings deletes leftover ``.tmp`` files and redoes only unfinished tasks; with anything
-changed it starts over. Until ``metadata.json`` exists the directory is not a dataset.
+Output and restarts: the dataset is built in ``OUT/build-<fingerprint>/`` beside whatever
+``OUT`` held, and published by one atomic rename of ``OUT/metadata.json`` (whose file
+paths point into the build); only then are the previous dataset's files deleted. A run
+that fails or is killed leaves the previous dataset byte-identical and loadable. Every
+file is written under a ``.tmp`` name and renamed when complete; a finished task leaves
+``_progress/task-NNNNN.json`` in its build. A rerun with the same inputs and settings
+(same fingerprint, same build directory) deletes leftover ``.tmp`` files and redoes only
+unfinished tasks; with anything changed it starts a new build and deletes the abandoned
+one.
 
 Bad input (wrong column count, non-integer dense value, non-hex id, label not 0/1,
-truncated gzip, empty or missing file) stops the run with ``file:line: field F: ...``.
+truncated gzip, empty or missing file, a header that does not name the columns) stops
+the run with ``file:line: field F: ...``; :mod:`torchrec_app.data.criteo_format` says
+exactly what each field accepts. Unlabeled files (Kaggle's ``test.txt``) are accepted for
+the ``score`` split only.
 With ``--on-bad-rows skip`` bad rows are dropped and counted, and the run still fails
 once more than ``--max-bad-rows`` were dropped. A ``truth.json`` beside the inputs (from
 ``torchrec-app generate``) is copied into the output.
@@ -52,8 +60,8 @@ import pyarrow.parquet as pq
 
 from torchrec_app.config.data import PreprocessConfig
 from torchrec_app.data import criteo_format as fmt_
-from torchrec_app.data.criteo_format import DENSE_FEATURES, LABEL, SPARSE_FEATURES, DataFormatError, TextFormat
-from torchrec_app.data.metadata import METADATA_FILE, DatasetMetadata, SplitFile, save_metadata
+from torchrec_app.data.criteo_format import BOM, DENSE_FEATURES, ID, LABEL, SPARSE_FEATURES, DataFormatError, TextFormat
+from torchrec_app.data.metadata import DatasetMetadata, SplitFile, load_metadata, save_metadata
 from torchrec_app.data.splits import SPLITS, Source, SplitRule
 from torchrec_app.data.truth import TRUTH_FILE
 from torchrec_app.data.vocab import Counts, Vocabulary
@@ -61,6 +69,8 @@ from torchrec_app.utils.fs import atomic_path, write_json_atomic
 
 PROGRESS_DIR = "_progress"
 VOCAB_DIR = "vocab"
+BUILD_PREFIX = "build-"
+_LEGACY_ENTRIES = ("train", "valid", "test", "vocab", PROGRESS_DIR)  # a dataset written before build directories
 _MIN_TASK_BYTES = 64 << 20
 _MAX_TASK_BYTES = 512 << 20
 _INT32_MAX = 2**31 - 1
@@ -106,9 +116,9 @@ def count_rows(path: str) -> int:
     return lines - int(fmt.header)
 
 
-def plan_tasks(sources: list[Source], workers: int) -> list[Task]:
-    """Cut each source into tasks (see the module docstring)."""
-    formats = [fmt_.sniff_format(s.path) for s in sources]
+def plan_tasks(sources: list[Source], workers: int, formats: list[TextFormat] | None = None) -> list[Task]:
+    """Cut each source into tasks (see the module docstring); ``formats`` as sniffed, if known."""
+    formats = formats or [fmt_.sniff_format(s.path) for s in sources]
     plain_bytes = sum(os.path.getsize(s.path) for s, f in zip(sources, formats) if not f.gzip)
     target = min(_MAX_TASK_BYTES, max(_MIN_TASK_BYTES, plain_bytes // max(1, 2 * workers)))
     tasks: list[Task] = []
@@ -181,6 +191,8 @@ def iter_task_rows(task: Task, config: PreprocessConfig, use_threads: bool, bad_
         line_in_task = 0  # lines of this task before the current block
         data_lines = 0
         for offset, block in fmt_.iter_blocks(stream, config.block_bytes, task.path, limit=task.length):
+            if task.start == 0 and offset == 0 and block.startswith(BOM):
+                block, offset = block[len(BOM) :], len(BOM)
             if task.fmt.header and task.start == 0 and line_in_task == 0:
                 cut = block.find(b"\n") + 1
                 block, offset, line_in_task = block[cut:], offset + cut, 1
@@ -200,11 +212,12 @@ def _parse_block(task, config, use_threads, bad_rows, block: bytes, offset: int,
     """The rows of one block and the number of lines it held."""
     kept = None
     original = block
+    scoring = task.rule.split == "score"
+    options = dict(multi_hot=config.multi_hot, separator=config.multi_hot_separator, keep_label=not scoring, keep_id=scoring)
     try:
-        rows = fmt_.parse_block(block, task.fmt, multi_hot=config.multi_hot, separator=config.multi_hot_separator,
-                                use_threads=use_threads)  # fmt: skip
+        rows = fmt_.parse_block(block, task.fmt, use_threads=use_threads, **options)
     except fmt_.BlockRejected as err:
-        bad = fmt_.find_bad_lines(block, task.fmt, multi_hot=config.multi_hot, separator=config.multi_hot_separator)
+        bad = fmt_.find_bad_lines(block, task.fmt, **options)
         first_line = _first_line(task) + line_in_task
         if not bad:
             last_line = first_line + block.count(b"\n") - 1
@@ -217,8 +230,7 @@ def _parse_block(task, config, use_threads, bad_rows, block: bytes, offset: int,
             raise DataFormatError(_too_many(bad_rows, config.max_bad_rows)) from None
         block, kept = fmt_.drop_lines(block, {b.index for b in bad})
         try:
-            rows = fmt_.parse_block(block, task.fmt, multi_hot=config.multi_hot, separator=config.multi_hot_separator,
-                                    use_threads=use_threads)  # fmt: skip
+            rows = fmt_.parse_block(block, task.fmt, use_threads=use_threads, **options)
         except fmt_.BlockRejected as err2:
             raise DataFormatError(f"{task.path}:{first_line}: rows unreadable after skipping bad ones ({err2})") from None
     lines = rows.num_rows if kept is None else original.count(b"\n")  # pyarrow keeps empty lines: 1 row a line
@@ -231,6 +243,8 @@ def _parse_block(task, config, use_threads, bad_rows, block: bytes, offset: int,
     else:
         rows_in_file = (task.first_line or 1) - 1 + line_in_task + line_index - int(task.fmt.header)
         splits = task.rule.assign(rows_in_file, np.zeros(0), task.source)
+        if scoring and rows.row_ids is None:  # no Id column: a row's id is its position in the file
+            rows.row_ids = rows_in_file.astype(np.int64)
     return _Chunk(rows, splits), lines
 
 
@@ -283,11 +297,15 @@ def _load_vocabularies(vocab_dir: str, features: tuple[str, ...]) -> dict[str, V
 # ----------------------------------------------------------------------------- conversion
 
 
-def convert_task(task: Task, out_dir: str, config: PreprocessConfig, id_dtype: str, use_threads: bool) -> TaskResult:
-    """Parse ``task``, map ids and write its Parquet part per split (tmp, then rename)."""
+def convert_task(task: Task, build: str, config: PreprocessConfig, id_dtype: str, use_threads: bool) -> TaskResult:
+    """Parse ``task``, map ids and write its Parquet part per split (tmp, then rename).
+
+    Paths in the result and in the task's progress marker are relative to ``build``.
+    """
     vocab_features = tuple(f for f in SPARSE_FEATURES if config.strategy_of(f) == "vocab")
-    vocabs = _load_vocabularies(os.path.join(out_dir, VOCAB_DIR), vocab_features) if vocab_features else {}
-    schema = parquet_schema(config.multi_hot, pa.int32() if id_dtype == "int32" else pa.int64())
+    vocabs = _load_vocabularies(os.path.join(build, VOCAB_DIR), vocab_features) if vocab_features else {}
+    id_type = pa.int32() if id_dtype == "int32" else pa.int64()
+    schema = parquet_schema(config.multi_hot, id_type, scoring=task.rule.split == "score")
     writers: dict[str, _PartWriter] = {}
     bad_rows: list[str] = []
     try:
@@ -298,7 +316,7 @@ def convert_task(task: Task, out_dir: str, config: PreprocessConfig, id_dtype: s
                 split = SPLITS[code]
                 part = table if len(codes) == 1 else table.filter(pa.array(chunk.splits == code))
                 if split not in writers:
-                    path = os.path.join(out_dir, split, f"part-{task.index:05d}.parquet")
+                    path = os.path.join(build, split, f"part-{task.index:05d}.parquet")
                     writers[split] = _PartWriter(path, schema, config)
                 writers[split].write(part)
         files = {split: writer.close() for split, writer in writers.items()}
@@ -306,23 +324,28 @@ def convert_task(task: Task, out_dir: str, config: PreprocessConfig, id_dtype: s
         for writer in writers.values():
             writer.abort()
         raise
-    result = TaskResult(task.index, {s: SplitFile(path=os.path.relpath(p, out_dir), rows=n) for s, (p, n) in files.items()},
+    result = TaskResult(task.index, {s: SplitFile(path=os.path.relpath(p, build), rows=n) for s, (p, n) in files.items()},
                         len(bad_rows))  # fmt: skip
-    write_json_atomic(os.path.join(out_dir, PROGRESS_DIR, f"task-{task.index:05d}.json"),
+    write_json_atomic(os.path.join(build, PROGRESS_DIR, f"task-{task.index:05d}.json"),
                 {"files": {s: asdict(f) for s, f in result.files.items()}, "bad_rows": len(bad_rows), "bad_examples": bad_rows[:20]})  # fmt: skip
     return result
 
 
-def parquet_schema(multi_hot: bool, id_type: pa.DataType) -> pa.Schema:
-    """Columns of the output: label int8, I* float32, C* ids (lists of ids when multi-hot)."""
+def parquet_schema(multi_hot: bool, id_type: pa.DataType, *, scoring: bool = False) -> pa.Schema:
+    """Columns of the output: label int8 (scoring data: ``id`` int64 instead), I* float32,
+    C* ids (lists of ids when multi-hot)."""
     sparse_type = pa.list_(id_type) if multi_hot else id_type
-    return pa.schema([(LABEL, pa.int8())] + [(f, pa.float32()) for f in DENSE_FEATURES] + [(f, sparse_type) for f in SPARSE_FEATURES])
+    first = (ID, pa.int64()) if scoring else (LABEL, pa.int8())
+    return pa.schema([first] + [(f, pa.float32()) for f in DENSE_FEATURES] + [(f, sparse_type) for f in SPARSE_FEATURES])
 
 
-def rows_to_table(rows: fmt_.ParsedRows, config: PreprocessConfig, vocabs: dict[str, Vocabulary], schema: pa.Schema, id_dtype: str) -> pa.Table:
+def rows_to_table(
+    rows: fmt_.ParsedRows, config: PreprocessConfig, vocabs: dict[str, Vocabulary], schema: pa.Schema, id_dtype: str
+) -> pa.Table:
     """Arrow table of parsed rows with ids mapped by each feature's strategy."""
     dense = np.ascontiguousarray(rows.dense.T)
-    columns = [pa.array(rows.labels.astype(np.int8))] + [pa.array(dense[j]) for j in range(len(DENSE_FEATURES))]
+    first = pa.array(rows.row_ids, pa.int64()) if schema.names[0] == ID else pa.array(rows.labels.astype(np.int8))
+    columns = [first] + [pa.array(dense[j]) for j in range(len(DENSE_FEATURES))]
     for f, feature in enumerate(SPARSE_FEATURES):
         raw = rows.sparse[f]
         if feature in vocabs:
@@ -386,7 +409,9 @@ def preprocess_dataset(out_dir: str, sources: list[Source], config: PreprocessCo
                        log=print) -> DatasetMetadata:  # fmt: skip
     """Convert ``sources`` into a Parquet dataset in ``out_dir`` and return its metadata.
 
-    Resumes an interrupted run with the same inputs and settings (see module docstring).
+    Builds beside the dataset already in ``out_dir`` (if any) and replaces it only on
+    success; resumes an interrupted run with the same inputs and settings (see the module
+    docstring).
 
     Raises:
         DataFormatError: bad input (names file, line and field).
@@ -394,26 +419,30 @@ def preprocess_dataset(out_dir: str, sources: list[Source], config: PreprocessCo
     config.check_hash_size()
     if not sources:
         raise ValueError("no input files: pass --train/--valid/--test FILES or --input FILES --split POLICY")
-    for source in sources:
-        fmt_.sniff_format(source.path)  # missing/empty files fail here, before any work
-    workers = config.workers or len(os.sched_getaffinity(0))
-    tasks = plan_tasks(sources, workers)
-    os.makedirs(out_dir, exist_ok=True)
-    fingerprint = _fingerprint(sources, tasks, config, split_policy)
-    _prepare_output(out_dir, fingerprint)
+    formats = [fmt_.sniff_format(source.path) for source in sources]  # missing/empty files fail here, before any work
+    for source, fmt in zip(sources, formats):
+        if not fmt.labeled and source.rule.split != "score":
+            raise DataFormatError(f"{source.path}: the rows have no label ({fmt.describe_columns()}); unlabeled rows "
+                                  "(such as Kaggle's test.txt) can only be preprocessed for scoring: pass them with --score FILES")  # fmt: skip
     vocab_features = [f for f in SPARSE_FEATURES if config.strategy_of(f) == "vocab"]
     has_train = any(s.rule.split == "train" or s.rule.bounds or s.rule.seed is not None for s in sources)
     if vocab_features and not has_train:
         raise ValueError("the vocab id strategy needs train rows (--train FILES); or use preprocess.id_strategy=hash")
+    workers = config.workers or len(os.sched_getaffinity(0))
+    tasks = plan_tasks(sources, workers, formats)
+    os.makedirs(out_dir, exist_ok=True)
+    build = _prepare_build(out_dir, _fingerprint(sources, tasks, config, split_policy))
     parallel = min(workers, len(tasks))
     start = time.perf_counter()
     with _executor(parallel) as pool:
         num_embeddings = {f: config.hash_size for f in SPARSE_FEATURES if f not in vocab_features}
         if vocab_features:
-            num_embeddings.update(_build_vocabularies(out_dir, tasks, config, vocab_features, pool, parallel, log))
+            num_embeddings.update(_build_vocabularies(build, tasks, config, vocab_features, pool, parallel, log))
         id_dtype = "int32" if max(num_embeddings.values()) <= _INT32_MAX else "int64"
-        results = _run_conversion(out_dir, tasks, config, id_dtype, pool, parallel, log)
-    files = {split: [r.files[split] for r in results if split in r.files] for split in SPLITS}
+        results = _run_conversion(build, tasks, config, id_dtype, pool, parallel, log)
+    name = os.path.basename(build)
+    files = {split: [SplitFile(path=f"{name}/{r.files[split].path}", rows=r.files[split].rows) for r in results if split in r.files]
+             for split in SPLITS}  # fmt: skip
     files = {split: entries for split, entries in files.items() if entries}
     bad = sum(r.bad_rows for r in results)
     meta = DatasetMetadata(
@@ -429,9 +458,9 @@ def preprocess_dataset(out_dir: str, sources: list[Source], config: PreprocessCo
         files=files,
         sources=[{"path": s.path, "bytes": os.path.getsize(s.path), "split": s.rule.split or split_policy} for s in sources],
         bad_rows_skipped=bad,
+        vocab_dir=f"{name}/{VOCAB_DIR}",
     )
-    _copy_truth(sources, out_dir)
-    save_metadata(out_dir, meta)
+    _publish(out_dir, build, meta, sources)
     log(f"preprocessed {sum(meta.split_rows.values())} rows {meta.split_rows} into {out_dir} in "
         f"{time.perf_counter() - start:.1f}s" + (f"; skipped {bad} bad rows" if bad else ""))  # fmt: skip
     return meta
@@ -477,9 +506,9 @@ def _gather(futures: list[cf.Future], pool) -> list:
         raise
 
 
-def _build_vocabularies(out_dir, tasks, config, features, pool, parallel, log) -> dict[str, int]:
-    vocab_dir = os.path.join(out_dir, VOCAB_DIR)
-    done = os.path.join(out_dir, PROGRESS_DIR, "vocab.json")
+def _build_vocabularies(build, tasks, config, features, pool, parallel, log) -> dict[str, int]:
+    vocab_dir = os.path.join(build, VOCAB_DIR)
+    done = os.path.join(build, PROGRESS_DIR, "vocab.json")
     if os.path.exists(done):
         with open(done) as f:
             return json.load(f)["num_embeddings"]
@@ -497,19 +526,19 @@ def _build_vocabularies(out_dir, tasks, config, features, pool, parallel, log) -
     return sizes
 
 
-def _run_conversion(out_dir, tasks, config, id_dtype, pool, parallel, log) -> list[TaskResult]:
+def _run_conversion(build, tasks, config, id_dtype, pool, parallel, log) -> list[TaskResult]:
     results: dict[int, TaskResult] = {}
     todo = []
     for task in tasks:
-        marker = os.path.join(out_dir, PROGRESS_DIR, f"task-{task.index:05d}.json")
-        previous = _read_done(marker, out_dir)
+        marker = os.path.join(build, PROGRESS_DIR, f"task-{task.index:05d}.json")
+        previous = _read_done(marker, build)
         if previous is not None:
             results[task.index] = TaskResult(task.index, previous[0], previous[1])
         else:
             todo.append(task)
     if results:
         log(f"resuming: {len(results)} of {len(tasks)} tasks already done")
-    futures = [pool.submit(convert_task, t, out_dir, config, id_dtype, parallel == 1) for t in todo]
+    futures = [pool.submit(convert_task, t, build, config, id_dtype, parallel == 1) for t in todo]
     try:
         for future in cf.as_completed(futures) if futures else []:
             result = future.result()
@@ -517,14 +546,14 @@ def _run_conversion(out_dir, tasks, config, id_dtype, pool, parallel, log) -> li
             total_bad = sum(r.bad_rows for r in results.values())
             if total_bad > config.max_bad_rows:
                 raise DataFormatError(f"more than --max-bad-rows={config.max_bad_rows} bad rows skipped ({total_bad}); "
-                                      f"see {os.path.join(out_dir, PROGRESS_DIR)}/task-*.json for examples")  # fmt: skip
+                                      f"see {os.path.join(build, PROGRESS_DIR)}/task-*.json for examples")  # fmt: skip
     except BaseException:
         _abandon(futures, pool)
         raise
     return [results[t.index] for t in tasks]
 
 
-def _read_done(marker: str, out_dir: str) -> tuple[dict[str, SplitFile], int] | None:
+def _read_done(marker: str, build: str) -> tuple[dict[str, SplitFile], int] | None:
     if not os.path.exists(marker):
         return None
     try:
@@ -533,7 +562,7 @@ def _read_done(marker: str, out_dir: str) -> tuple[dict[str, SplitFile], int] | 
         files = {s: SplitFile(**entry) for s, entry in raw["files"].items()}
     except (json.JSONDecodeError, KeyError, TypeError):
         return None
-    if not all(os.path.exists(os.path.join(out_dir, f.path)) for f in files.values()):
+    if not all(os.path.exists(os.path.join(build, f.path)) for f in files.values()):
         return None
     return files, int(raw["bad_rows"])
 
@@ -549,16 +578,65 @@ def _fingerprint(sources: list[Source], tasks: list[Task], config: PreprocessCon
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _prepare_output(out_dir: str, fingerprint: str) -> None:
-    """Make ``out_dir`` not look complete, drop half-written files, keep reusable work."""
-    meta = os.path.join(out_dir, METADATA_FILE)
-    if os.path.exists(meta):
-        os.remove(meta)
+# ----------------------------------------------------------------------------- the build and the swap
+#
+# OUT/metadata.json names the files of the complete dataset, all inside one build directory
+# OUT/build-<fingerprint>/ (or, for a dataset written before build directories existed, in
+# OUT/train, OUT/valid, ...). A run builds in its own directory and publishes by replacing
+# metadata.json: one atomic rename, so a reader sees the old dataset or the new one. The
+# entries of the superseded dataset are listed in the new build's _progress/superseded.json
+# before the rename and deleted after it; a run killed in between finishes the deletion the
+# next time (_finish_swap). truth.json is replaced after the rename (a kill in between leaves
+# the new data with the old truth.json until the next run with these inputs).
+
+
+def _live_entries(out_dir: str) -> set[str]:
+    """Top-level entries of ``out_dir`` that its complete dataset uses (none if there is none)."""
+    try:
+        meta = load_metadata(out_dir)
+    except (FileNotFoundError, ValueError):
+        return set()
+    paths = [f.path for entries in meta.files.values() for f in entries] + [meta.vocab_dir]
+    live = {p.replace(os.sep, "/").split("/")[0] for p in paths if p}
+    live = {name for name in live if name.startswith(BUILD_PREFIX) or name in _LEGACY_ENTRIES}  # only what we write
+    if not any(name.startswith(BUILD_PREFIX) for name in live):
+        live |= {name for name in _LEGACY_ENTRIES if os.path.exists(os.path.join(out_dir, name))}
+    return live
+
+
+def _finish_swap(out_dir: str, live: set[str]) -> None:
+    """Delete what the published build superseded (a no-op once done)."""
+    for name in sorted(live):
+        record = os.path.join(out_dir, name, PROGRESS_DIR, "superseded.json")
+        if not os.path.exists(record):
+            continue
+        with open(record) as f:
+            superseded = json.load(f)
+        for entry in superseded:
+            if entry not in live and os.path.isdir(os.path.join(out_dir, entry)):
+                shutil.rmtree(os.path.join(out_dir, entry))
+        os.remove(record)
+
+
+def _prepare_build(out_dir: str, fingerprint: str) -> str:
+    """The build directory of this fingerprint, ready to (re)start work; the live dataset is untouched.
+
+    Deletes abandoned builds (other fingerprints, not live) and half-written files of this
+    build; keeps this build's finished tasks and vocabularies (resume).
+    """
+    build = os.path.join(out_dir, BUILD_PREFIX + fingerprint[:12])
+    live = _live_entries(out_dir)
+    _finish_swap(out_dir, live)
+    for name in os.listdir(out_dir):
+        path = os.path.join(out_dir, name)
+        if name.startswith(BUILD_PREFIX) and name not in live and path != build:
+            shutil.rmtree(path)
+        elif name.startswith(".") and ".tmp-" in name:  # utils.fs temporaries of metadata.json / truth.json
+            os.remove(path)
     for pattern in ("*.tmp", ".*.tmp-*"):  # this module's part files, and utils.fs's temporaries
-        for tmp in glob.glob(os.path.join(out_dir, "**", pattern), recursive=True):
+        for tmp in glob.glob(os.path.join(glob.escape(build), "**", pattern), recursive=True):
             os.remove(tmp)
-    progress = os.path.join(out_dir, PROGRESS_DIR)
-    plan = os.path.join(progress, "plan.json")
+    plan = os.path.join(build, PROGRESS_DIR, "plan.json")
     same = False
     if os.path.exists(plan):
         with open(plan) as f:
@@ -567,16 +645,29 @@ def _prepare_output(out_dir: str, fingerprint: str) -> None:
             except json.JSONDecodeError:
                 same = False
     if not same:
-        for name in (PROGRESS_DIR, VOCAB_DIR, *SPLITS):
-            shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
-        os.makedirs(progress)
+        shutil.rmtree(build, ignore_errors=True)
+        os.makedirs(os.path.join(build, PROGRESS_DIR))
         write_json_atomic(plan, {"fingerprint": fingerprint})
+    return build
+
+
+def _publish(out_dir: str, build: str, meta: DatasetMetadata, sources: list[Source]) -> None:
+    """Make the finished ``build`` the dataset of ``out_dir`` (one rename), then drop the old one."""
+    name = os.path.basename(build)
+    superseded = sorted(_live_entries(out_dir) - {name})
+    write_json_atomic(os.path.join(build, PROGRESS_DIR, "superseded.json"), superseded)
+    save_metadata(out_dir, meta)  # the swap
+    _copy_truth(sources, out_dir)
+    _finish_swap(out_dir, {name})
 
 
 def _copy_truth(sources: list[Source], out_dir: str) -> None:
+    """Copy the generator's truth.json beside the inputs, or remove a previous dataset's."""
     for directory in dict.fromkeys(os.path.dirname(s.path) for s in sources):
         truth = os.path.join(directory, TRUTH_FILE)
         if os.path.isfile(truth):
             with atomic_path(os.path.join(out_dir, TRUTH_FILE)) as tmp:
                 shutil.copyfile(truth, tmp)
             return
+    if os.path.exists(os.path.join(out_dir, TRUTH_FILE)):
+        os.remove(os.path.join(out_dir, TRUTH_FILE))
