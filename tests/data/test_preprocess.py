@@ -9,11 +9,11 @@ import pytest
 from tests.data.conftest import TINY_CSV, TINY_TSV, make_line, preprocess, read_all, reference_rows, write_lines
 from torchrec_app.cli import main as cli_main
 from torchrec_app.config.data import GeneratorConfig, PreprocessConfig
-from torchrec_app.data import preprocess as preprocess_module
 from torchrec_app.data.criteo_format import DataFormatError
 from torchrec_app.data.generate import generate_dataset
 from torchrec_app.data.metadata import load_metadata
 from torchrec_app.data.preprocess import count_rows, preprocess_dataset
+from torchrec_app.data.preprocess.write import PartWriter
 from torchrec_app.data.splits import policy_sources
 from torchrec_app.data.vocab import Vocabulary
 
@@ -172,7 +172,7 @@ def test_interrupted_run_leaves_no_complete_looking_output_and_rerun_completes(t
     out = tmp_path / "out"
     files = ([str(text / "train.txt")], [str(text / "valid.txt")], [str(text / "test.txt")])
 
-    original = preprocess_module._PartWriter.close
+    original = PartWriter.close
     calls = {"n": 0}
 
     def flaky_close(self):
@@ -181,7 +181,7 @@ def test_interrupted_run_leaves_no_complete_looking_output_and_rerun_completes(t
             raise KeyboardInterrupt("simulated interruption")
         return original(self)
 
-    monkeypatch.setattr(preprocess_module._PartWriter, "close", flaky_close)
+    monkeypatch.setattr(PartWriter, "close", flaky_close)
     with pytest.raises(KeyboardInterrupt):
         preprocess(out, *files, row_group_rows=500)
     assert not (out / "metadata.json").exists()
@@ -190,7 +190,7 @@ def test_interrupted_run_leaves_no_complete_looking_output_and_rerun_completes(t
     (build,) = out.glob("build-*")
     (build / "test").mkdir(exist_ok=True)
     (build / "test" / "part-00002.parquet.tmp").write_bytes(b"half a file")  # leftover of a killed writer
-    monkeypatch.setattr(preprocess_module._PartWriter, "close", original)
+    monkeypatch.setattr(PartWriter, "close", original)
     meta = preprocess(out, *files, row_group_rows=500)
     assert meta.split_rows == {"train": 2400, "valid": 300, "test": 300}
     assert not list(out.rglob("*.tmp"))

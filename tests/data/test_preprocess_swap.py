@@ -10,9 +10,9 @@ import pytest
 
 from tests.data.conftest import make_line, preprocess, read_all, write_lines
 from torchrec_app.config.data import PreprocessConfig
-from torchrec_app.data import preprocess as preprocess_module
 from torchrec_app.data.criteo_format import DataFormatError
 from torchrec_app.data.metadata import load_metadata
+from torchrec_app.data.preprocess import output, preprocess_dataset, run
 from torchrec_app.data.splits import explicit_sources
 
 
@@ -75,7 +75,7 @@ def test_a_rerun_with_the_same_inputs_resumes_the_unfinished_build(tmp_path, mon
     train = [_rows(tmp_path, f"t{i}.txt", 30, first=100 * i) for i in range(3)]
     preprocess(out, [_rows(tmp_path, "a.txt", 5)])
     before = _snapshot(out)
-    original = preprocess_module.convert_task
+    original = run.convert_task
     done = []
 
     def failing_third(task, *args):
@@ -84,13 +84,13 @@ def test_a_rerun_with_the_same_inputs_resumes_the_unfinished_build(tmp_path, mon
         done.append(task.index)
         return original(task, *args)
 
-    monkeypatch.setattr(preprocess_module, "convert_task", failing_third)
+    monkeypatch.setattr(run, "convert_task", failing_third)
     with pytest.raises(KeyboardInterrupt):
         preprocess(out, train)
     assert {p: d for p, d in _snapshot(out).items() if p in before} == before and _firsts(out) == list(range(5))
-    monkeypatch.setattr(preprocess_module, "convert_task", original)
+    monkeypatch.setattr(run, "convert_task", original)
     logs = []
-    meta = preprocess_module.preprocess_dataset(str(out), explicit_sources({"train": train}), PreprocessConfig(workers=1),
+    meta = preprocess_dataset(str(out), explicit_sources({"train": train}), PreprocessConfig(workers=1),
                                                 log=logs.append)  # fmt: skip
     assert any("resuming: 2 of 3 tasks already done" in line for line in logs)
     assert meta.split_rows == {"train": 90} and _firsts(out) == [100 * i + j for i in range(3) for j in range(30)]
@@ -105,7 +105,7 @@ def test_a_kill_after_the_swap_leaves_the_new_dataset_and_the_next_run_finishes_
     def killed(*args):
         raise KeyboardInterrupt("killed between the swap and the cleanup")
 
-    monkeypatch.setattr(preprocess_module, "_copy_truth", killed)  # runs after the swap, before the cleanup
+    monkeypatch.setattr(output, "copy_truth", killed)  # runs after the swap, before the cleanup
     new_inputs = [_rows(tmp_path, "b.txt", 7, first=10)]
     with pytest.raises(KeyboardInterrupt):
         preprocess(out, new_inputs)
@@ -123,7 +123,7 @@ def test_a_kill_before_the_swap_leaves_the_old_dataset(tmp_path, monkeypatch):
     def killed(*args):
         raise KeyboardInterrupt("killed before the swap")
 
-    monkeypatch.setattr(preprocess_module, "save_metadata", killed)
+    monkeypatch.setattr(output, "save_metadata", killed)
     with pytest.raises(KeyboardInterrupt):
         preprocess(out, [_rows(tmp_path, "b.txt", 7, first=10)])
     assert {p: d for p, d in _snapshot(out).items() if p in before} == before and _firsts(out) == list(range(5))
