@@ -11,14 +11,17 @@ How it works, one module per step:
 1. **Plan** (:mod:`.plan`). Each input is cut into tasks: byte ranges of ~64-512 MiB
    starting at line starts for plain files, the whole file for gzip. Row-order split
    policies count rows first (:mod:`torchrec_app.data.splits`).
-2. **Vocabularies** (:mod:`.vocab_pass`; features with the ``vocab`` strategy): worker
-   processes parse the train rows and count raw ids; the parent merges counts and saves
-   ``vocab/<f>.parquet`` (:mod:`torchrec_app.data.vocab`).
-3. **Convert** (:mod:`.write`). Worker processes (:mod:`.pool`; one task each at a time,
-   all cores) parse blocks of ``preprocess.block_bytes`` with pyarrow
-   (:mod:`.parse`, :mod:`torchrec_app.data.criteo_format`), map ids (vocabulary, or
-   ``raw % hash_size``) and write ``<split>/part-<task>.parquet`` with row groups of
-   ``preprocess.row_group_rows``.
+2. **Parse once** (:mod:`.parse`, :mod:`torchrec_app.data.criteo_format`). Worker processes
+   (:mod:`.pool`; one task each at a time, all cores) parse blocks of
+   ``preprocess.block_bytes`` with pyarrow.
+3. **Ids and Parquet.** All features hashed (``raw % hash_size``): each task's rows go
+   straight to ``<split>/part-<task>.parquet`` (:mod:`.write`), row groups of
+   ``preprocess.row_group_rows``. Any feature with the ``vocab`` strategy: the parse
+   writes each task's rows to a staged Arrow stream and counts its train ids
+   (:mod:`.vocab_pass`, :mod:`.stage`); the parent merges the counts into
+   ``vocab/<f>.parquet`` (:mod:`torchrec_app.data.vocab`); then each task's staged rows
+   are mapped (only each block's distinct raw ids are looked up) and written as Parquet
+   (:mod:`.write`), and its staged files deleted. The text is never parsed twice.
 4. **Publish** (:mod:`.run`, :mod:`.output`). ``metadata.json``
    (:mod:`torchrec_app.data.metadata`) is written last.
 

@@ -81,7 +81,7 @@ def _parse_block(task, config, use_threads, bad_rows, block: bytes, offset: int,
             rows = fmt_.parse_block(block, task.fmt, use_threads=use_threads, **options)
         except fmt_.BlockRejected as err2:
             raise DataFormatError(f"{task.path}:{first_line}: rows unreadable after skipping bad ones ({err2})") from None
-    lines = rows.num_rows if kept is None else original.count(b"\n")  # pyarrow keeps empty lines: 1 row a line
+    lines = rows.num_rows if kept is None else original.count(b"\n")  # the fast path accepts a block only if each line is a row
     line_index = np.arange(rows.num_rows, dtype=np.int64) if kept is None else kept
     if task.rule.seed is not None:
         newlines = np.flatnonzero(np.frombuffer(original, dtype=np.uint8) == 10)

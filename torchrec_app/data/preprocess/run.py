@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import shutil
 import time
 
 from torchrec_app.config.data import PreprocessConfig
@@ -18,6 +19,7 @@ from torchrec_app.data.metadata import DatasetMetadata, SplitFile
 from torchrec_app.data.preprocess.output import PROGRESS_DIR, VOCAB_DIR, fingerprint, prepare_build, publish
 from torchrec_app.data.preprocess.plan import plan_tasks
 from torchrec_app.data.preprocess.pool import abandon, executor
+from torchrec_app.data.preprocess.stage import STAGED_DIR
 from torchrec_app.data.preprocess.vocab_pass import build_vocabularies
 from torchrec_app.data.preprocess.write import TaskResult, convert_task, read_task_marker
 from torchrec_app.data.splits import SPLITS, Source
@@ -54,12 +56,15 @@ def preprocess_dataset(out_dir: str, sources: list[Source], config: PreprocessCo
     build = prepare_build(out_dir, fingerprint(sources, tasks, config, split_policy))
     parallel = min(workers, len(tasks))
     start = time.perf_counter()
+    finished = {t.index: r for t in tasks if (r := read_task_marker(build, t)) is not None}
+    if finished:
+        log(f"resuming: {len(finished)} of {len(tasks)} tasks already done")
     with executor(parallel) as pool:
         num_embeddings = {f: config.hash_size for f in SPARSE_FEATURES if f not in vocab_features}
         if vocab_features:
-            num_embeddings.update(build_vocabularies(build, tasks, config, vocab_features, pool, parallel, log))
+            num_embeddings.update(build_vocabularies(build, tasks, config, vocab_features, pool, parallel, log, set(finished)))
         id_dtype = "int32" if max(num_embeddings.values()) <= _INT32_MAX else "int64"
-        results = _run_conversion(build, tasks, config, id_dtype, pool, parallel, log)
+        results = _run_conversion(build, tasks, config, id_dtype, pool, parallel, finished)
     name = os.path.basename(build)
     files = {split: [SplitFile(path=f"{name}/{r.files[split].path}", rows=r.files[split].rows) for r in results if split in r.files]
              for split in SPLITS}  # fmt: skip
@@ -86,18 +91,9 @@ def preprocess_dataset(out_dir: str, sources: list[Source], config: PreprocessCo
     return meta
 
 
-def _run_conversion(build, tasks, config, id_dtype, pool, parallel, log) -> list[TaskResult]:
-    results: dict[int, TaskResult] = {}
-    todo = []
-    for task in tasks:
-        marker = os.path.join(build, PROGRESS_DIR, f"task-{task.index:05d}.json")
-        previous = read_task_marker(marker, build)
-        if previous is not None:
-            results[task.index] = TaskResult(task.index, previous[0], previous[1])
-        else:
-            todo.append(task)
-    if results:
-        log(f"resuming: {len(results)} of {len(tasks)} tasks already done")
+def _run_conversion(build, tasks, config, id_dtype, pool, parallel, finished: dict[int, TaskResult]) -> list[TaskResult]:
+    results = dict(finished)
+    todo = [t for t in tasks if t.index not in results]
     futures = [pool.submit(convert_task, t, build, config, id_dtype, parallel == 1) for t in todo]
     try:
         for future in cf.as_completed(futures) if futures else []:
@@ -110,4 +106,5 @@ def _run_conversion(build, tasks, config, id_dtype, pool, parallel, log) -> list
     except BaseException:
         abandon(futures, pool)
         raise
+    shutil.rmtree(os.path.join(build, STAGED_DIR), ignore_errors=True)
     return [results[t.index] for t in tasks]

@@ -23,7 +23,8 @@ from torchrec_app.data.metadata import SplitFile
 from torchrec_app.data.preprocess.output import PROGRESS_DIR, VOCAB_DIR
 from torchrec_app.data.preprocess.parse import iter_task_rows
 from torchrec_app.data.preprocess.plan import Task
-from torchrec_app.data.preprocess.vocab_pass import load_vocabularies
+from torchrec_app.data.preprocess.stage import read_staged, staged_paths
+from torchrec_app.data.preprocess.vocab_pass import load_vocabularies, read_staged_marker, staged_marker
 from torchrec_app.data.splits import SPLITS
 from torchrec_app.data.vocab import Vocabulary
 from torchrec_app.utils.fs import write_json_atomic
@@ -39,23 +40,31 @@ class TaskResult:
 
 
 def convert_task(task: Task, build: str, config: PreprocessConfig, id_dtype: str, use_threads: bool) -> TaskResult:
-    """Parse ``task``, map ids and write its Parquet part per split (tmp, then rename).
+    """Map ids of ``task``'s rows and write its Parquet part per split (tmp, then rename).
 
-    Paths in the result and in the task's progress marker are relative to ``build``.
+    The rows come from the task's staged stream when the vocabulary pass left one (the
+    text was parsed there; the staged files are deleted once the parts are written), else
+    from parsing the text. Paths in the result and in the task's progress marker are
+    relative to ``build``.
     """
     vocab_features = tuple(f for f in SPARSE_FEATURES if config.strategy_of(f) == "vocab")
     vocabs = load_vocabularies(os.path.join(build, VOCAB_DIR), vocab_features) if vocab_features else {}
     id_type = pa.int32() if id_dtype == "int32" else pa.int64()
     schema = parquet_schema(config.multi_hot, id_type, scoring=task.rule.split == "score")
-    writers: dict[str, PartWriter] = {}
+    staged = read_staged_marker(build, task) if vocab_features else None
     bad_rows: list[str] = []
+    if staged is not None:
+        tables = read_staged(staged_paths(build, task)[0], vocabs, schema)
+    else:
+        chunks = iter_task_rows(task, config, use_threads, bad_rows)
+        tables = ((rows_to_table(c.rows, config, vocabs, schema, id_dtype), c.splits) for c in chunks)
+    writers: dict[str, PartWriter] = {}
     try:
-        for chunk in iter_task_rows(task, config, use_threads, bad_rows):
-            table = rows_to_table(chunk.rows, config, vocabs, schema, id_dtype)
-            codes = np.unique(chunk.splits)
+        for table, splits in tables:
+            codes = np.unique(splits)
             for code in codes:
                 split = SPLITS[code]
-                part = table if len(codes) == 1 else table.filter(pa.array(chunk.splits == code))
+                part = table if len(codes) == 1 else table.filter(pa.array(splits == code))
                 if split not in writers:
                     path = os.path.join(build, split, f"part-{task.index:05d}.parquet")
                     writers[split] = PartWriter(path, schema, config)
@@ -65,11 +74,19 @@ def convert_task(task: Task, build: str, config: PreprocessConfig, id_dtype: str
         for writer in writers.values():
             writer.abort()
         raise
-    result = TaskResult(task.index, {s: SplitFile(path=os.path.relpath(p, build), rows=n) for s, (p, n) in files.items()},
-                        len(bad_rows))  # fmt: skip
-    write_json_atomic(os.path.join(build, PROGRESS_DIR, f"task-{task.index:05d}.json"),
-                {"files": {s: asdict(f) for s, f in result.files.items()}, "bad_rows": len(bad_rows), "bad_examples": bad_rows[:20]})  # fmt: skip
+    bad, examples = (staged["bad_rows"], staged["bad_examples"]) if staged is not None else (len(bad_rows), bad_rows[:20])
+    result = TaskResult(task.index, {s: SplitFile(path=os.path.relpath(p, build), rows=n) for s, (p, n) in files.items()}, bad)
+    write_json_atomic(task_marker(build, task),
+                      {"files": {s: asdict(f) for s, f in result.files.items()}, "bad_rows": bad, "bad_examples": examples})  # fmt: skip
+    if staged is not None:
+        for path in (*staged_paths(build, task), staged_marker(build, task)):
+            os.remove(path)
     return result
+
+
+def task_marker(build: str, task: Task) -> str:
+    """The progress marker of a converted task."""
+    return os.path.join(build, PROGRESS_DIR, f"task-{task.index:05d}.json")
 
 
 def parquet_schema(multi_hot: bool, id_type: pa.DataType, *, scoring: bool = False) -> pa.Schema:
@@ -84,7 +101,7 @@ def rows_to_table(
     rows: fmt_.ParsedRows, config: PreprocessConfig, vocabs: dict[str, Vocabulary], schema: pa.Schema, id_dtype: str
 ) -> pa.Table:
     """Arrow table of parsed rows with ids mapped by each feature's strategy."""
-    dense = np.ascontiguousarray(rows.dense.T)
+    dense = rows.dense
     first = pa.array(rows.row_ids, pa.int64()) if schema.names[0] == ID else pa.array(rows.labels.astype(np.int8))
     columns = [first] + [pa.array(dense[j]) for j in range(len(DENSE_FEATURES))]
     for f, feature in enumerate(SPARSE_FEATURES):
@@ -143,8 +160,9 @@ class PartWriter:
                 os.remove(self.tmp)
 
 
-def read_task_marker(marker: str, build: str) -> tuple[dict[str, SplitFile], int] | None:
-    """The files and bad-row count of a finished task, or None if it must be redone."""
+def read_task_marker(build: str, task: Task) -> TaskResult | None:
+    """What a finished task wrote, or None if it must be redone."""
+    marker = task_marker(build, task)
     if not os.path.exists(marker):
         return None
     try:
@@ -155,4 +173,4 @@ def read_task_marker(marker: str, build: str) -> tuple[dict[str, SplitFile], int
         return None
     if not all(os.path.exists(os.path.join(build, f.path)) for f in files.values()):
         return None
-    return files, int(raw["bad_rows"])
+    return TaskResult(task.index, files, int(raw["bad_rows"]))
