@@ -85,20 +85,6 @@ class Vocabulary:
             self._table = _HashTable.build(self.ids, self.index)
         return self._table.lookup(np.asarray(raw, dtype=np.uint64))
 
-    def lookup_few(self, raw: np.ndarray) -> np.ndarray:
-        """:meth:`lookup` by binary search in the sorted ids: no table to build, so cheaper
-        for few ids at a time (a block's distinct ids) than building the hash table.
-
-        >>> v = Vocabulary.build(Counts(np.array([3, 8, 9], np.uint64), np.array([5, 1, 7])), min_frequency=2)
-        >>> v.lookup_few(np.array([9, 3, 8, 4, 10], np.uint64)).tolist()
-        [1, 2, 0, 0, 0]
-        """
-        raw = np.asarray(raw, dtype=np.uint64)
-        if len(self.ids) == 0:
-            return np.zeros(len(raw), dtype=np.int32)
-        pos = np.minimum(np.searchsorted(self.ids, raw), len(self.ids) - 1)
-        return np.where(self.ids[pos] == raw, self.index[pos], 0).astype(np.int32, copy=False)
-
     def save(self, path: str) -> None:
         """Write as Parquet (temporary name, then rename)."""
         table = pa.table({"raw_id": self.ids, "count": self.counts, "index": self.index})

@@ -11,7 +11,7 @@ batch per parsed block:
 * vocabulary features: the block's raw ids dictionary-encoded (int32 indices into the
   block's distinct uint64 raw ids), lists of them when multi-hot.
 
-Pass 2 (:func:`read_staged`) memory-maps the stream and, per block, looks up only the
+Pass 2 (:func:`read_staged`) reads the stream back and, per block, looks up only the
 distinct raw ids in the vocabulary (a few thousand instead of every value) and gathers
 the indices; the text is not read again. The stream format (not the IPC file format) is
 used because each block has its own dictionaries. A task's staged files are deleted once
@@ -121,7 +121,7 @@ def _final_ids(column: pa.Array, vocab: Vocabulary | None, target: pa.DataType) 
     lists = isinstance(column, pa.ListArray)
     values, id_type = (column.values, target.value_type) if lists else (column, target)
     if vocab is not None:
-        index = vocab.lookup_few(values.dictionary.to_numpy())  # the block's distinct raw ids only
+        index = vocab.lookup(values.dictionary.to_numpy())  # the block's distinct raw ids only
         ids = pa.array(index[values.indices.to_numpy()].astype(id_type.to_pandas_dtype(), copy=False))
     else:
         ids = values.cast(id_type)
