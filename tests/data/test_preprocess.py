@@ -9,11 +9,11 @@ import pytest
 from tests.data.conftest import TINY_CSV, TINY_TSV, make_line, preprocess, read_all, reference_rows, write_lines
 from torchrec_app.cli import main as cli_main
 from torchrec_app.config.data import GeneratorConfig, PreprocessConfig
-from torchrec_app.data import preprocess as preprocess_module
 from torchrec_app.data.criteo_format import DataFormatError
 from torchrec_app.data.generate import generate_dataset
 from torchrec_app.data.metadata import load_metadata
 from torchrec_app.data.preprocess import count_rows, preprocess_dataset
+from torchrec_app.data.preprocess.write import PartWriter
 from torchrec_app.data.splits import policy_sources
 from torchrec_app.data.vocab import Vocabulary
 
@@ -38,7 +38,7 @@ def test_vocab_ids_map_through_saved_vocabularies(tmp_path):
     expected = reference_rows(TINY_TSV)
     rows = read_all(str(out), "train")
     for f, feature in enumerate(meta.sparse_features):
-        vocab = Vocabulary.load(os.path.join(out, "vocab", f"{feature}.parquet"))
+        vocab = Vocabulary.load(os.path.join(out, meta.vocab_dir, f"{feature}.parquet"))
         raw = np.array([0 if e[2][f] is None else e[2][f] for e in expected], np.uint64)
         assert [r[2][f][0] for r in rows] == vocab.lookup(raw).tolist()
         assert meta.num_embeddings[feature] == vocab.num_embeddings == len(np.unique(raw)) + 1
@@ -60,7 +60,7 @@ def test_vocab_threshold_uses_train_only(tmp_path):
     assert meta.num_embeddings["C1"] == 2  # aa kept, bb rare -> reserved 0
     got = [r[2][0][0] for r in read_all(str(tmp_path / "out"), "valid")]
     assert got == [1, 0, 0] * 4  # cc (valid only, frequent there) is still unseen
-    vocab = Vocabulary.load(os.path.join(tmp_path, "out", "vocab", "C1.parquet"))
+    vocab = Vocabulary.load(os.path.join(tmp_path, "out", meta.vocab_dir, "C1.parquet"))
     assert dict(zip(vocab.ids.tolist(), vocab.counts.tolist())) == {0xAA: 3, 0xBB: 1}
 
 
@@ -172,7 +172,7 @@ def test_interrupted_run_leaves_no_complete_looking_output_and_rerun_completes(t
     out = tmp_path / "out"
     files = ([str(text / "train.txt")], [str(text / "valid.txt")], [str(text / "test.txt")])
 
-    original = preprocess_module._PartWriter.close
+    original = PartWriter.close
     calls = {"n": 0}
 
     def flaky_close(self):
@@ -181,15 +181,16 @@ def test_interrupted_run_leaves_no_complete_looking_output_and_rerun_completes(t
             raise KeyboardInterrupt("simulated interruption")
         return original(self)
 
-    monkeypatch.setattr(preprocess_module._PartWriter, "close", flaky_close)
+    monkeypatch.setattr(PartWriter, "close", flaky_close)
     with pytest.raises(KeyboardInterrupt):
         preprocess(out, *files, row_group_rows=500)
     assert not (out / "metadata.json").exists()
     with pytest.raises(FileNotFoundError, match="not a complete preprocessed dataset"):
         load_metadata(str(out))
-    (out / "test").mkdir(exist_ok=True)
-    (out / "test" / "part-00002.parquet.tmp").write_bytes(b"half a file")  # leftover of a killed writer
-    monkeypatch.setattr(preprocess_module._PartWriter, "close", original)
+    (build,) = out.glob("build-*")
+    (build / "test").mkdir(exist_ok=True)
+    (build / "test" / "part-00002.parquet.tmp").write_bytes(b"half a file")  # leftover of a killed writer
+    monkeypatch.setattr(PartWriter, "close", original)
     meta = preprocess(out, *files, row_group_rows=500)
     assert meta.split_rows == {"train": 2400, "valid": 300, "test": 300}
     assert not list(out.rglob("*.tmp"))

@@ -4,6 +4,7 @@
     torchrec-app preprocess --input train.txt --split kaggle_days --out DIR
     torchrec-app preprocess --input day_0.gz ... day_23.gz --split criteo_1tb_days --out DIR \\
         preprocess.id_strategy=hash preprocess.hash_size=40000000
+    torchrec-app preprocess --input train.txt --split kaggle_days --score test.txt --out DIR
 
 How the conversion works: :mod:`torchrec_app.data.preprocess`.
 """
@@ -30,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test", nargs="+", metavar="FILE", help="files whose rows are the test split")
     parser.add_argument("--input", nargs="+", metavar="FILE", help="files split by --split")
     parser.add_argument("--split", choices=("kaggle_days", "criteo_1tb_days", "random"), help="split policy for --input")
+    parser.add_argument("--score", nargs="+", metavar="FILE",
+                        help="unlabeled rows (e.g. Kaggle's test.txt) for prediction: a 'score' split with the same ids, "
+                             "an 'id' column and no label; training ignores it")  # fmt: skip
     parser.add_argument("--on-bad-rows", choices=("error", "skip"), default=None, help="preprocess.on_bad_rows")
     parser.add_argument("--max-bad-rows", type=int, default=None, help="preprocess.max_bad_rows")
     parser.add_argument("--workers", type=int, default=None, help="preprocess.workers (0: all cores)")
@@ -39,17 +43,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def sources_from_args(args: argparse.Namespace, config: PreprocessConfig) -> tuple[str, list[Source]]:
     """The split policy and sources named on the command line."""
     explicit = {s: getattr(args, s) for s in SPLITS if getattr(args, s)}
+    scoring = explicit_sources({"score": explicit.pop("score", None) or []})
     if explicit and args.input:
         raise ValueError("pass either --train/--valid/--test FILES or --input FILES --split POLICY, not both")
     if args.input:
         if not args.split:
             raise ValueError("--input needs --split kaggle_days|criteo_1tb_days|random")
-        return args.split, policy_sources(args.split, args.input, config.split_seed, count_rows)
+        return args.split, policy_sources(args.split, args.input, config.split_seed, count_rows) + scoring
     if args.split:
         raise ValueError("--split applies to --input FILES")
-    if "train" not in explicit:
+    if "train" not in explicit and not (scoring and not explicit):
         raise ValueError("pass --train FILES (and --valid/--test FILES), or --input FILES --split POLICY")
-    return "explicit", explicit_sources(explicit)
+    return "explicit", explicit_sources(explicit) + scoring
 
 
 def run(args: argparse.Namespace, config: AppConfig) -> int:

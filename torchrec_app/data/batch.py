@@ -98,7 +98,8 @@ def criteo_batch_maker(meta: DatasetMetadata, config: ReaderConfig) -> tuple[lis
         if n:
             for j, name in enumerate(dense_names):
                 dense[:n, j] = table.column(name).to_numpy()
-            labels[:n] = table.column(meta.label).to_numpy()
+            if meta.label in table.column_names:  # an unlabeled (score) split keeps label 0
+                labels[:n] = table.column(meta.label).to_numpy()
             if not meta.multi_hot:
                 values = np.empty((len(features), n), dtype=np.int64)
                 for f, name in enumerate(features):

@@ -245,7 +245,9 @@ class _RowGroupCache:
         if key not in self.groups:
             if piece.path not in self.files:
                 self.files[piece.path] = pq.ParquetFile(piece.path)
-            self.groups[key] = self.files[piece.path].read_row_group(piece.group, columns=self.columns)
+            file = self.files[piece.path]
+            present = [c for c in self.columns if c in file.schema_arrow.names]  # e.g. no label in a score split
+            self.groups[key] = file.read_row_group(piece.group, columns=present)
             while len(self.groups) > self.keep:
                 self.groups.popitem(last=False)
         return self.groups[key].slice(piece.start + offset, length)

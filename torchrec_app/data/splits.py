@@ -11,6 +11,9 @@
   from a hash of the seed, the file and the row's byte offset: the same seed gives the
   same split however the work is divided among processes.
 
+With any policy, ``--score FILES`` adds a ``score`` split: unlabeled rows (Kaggle's
+``test.txt``) preprocessed with the same ids, for prediction; training ignores it.
+
 Row positions count every data line (a skipped bad row still takes its position), so a
 split does not move when bad rows are skipped.
 """
@@ -23,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SPLITS = ("train", "valid", "test")
+SPLITS = ("train", "valid", "test", "score")
+LABELED_SPLITS = SPLITS[:3]
 POLICIES = ("kaggle_days", "criteo_1tb_days", "random")
 RANDOM_FRACTIONS = (0.8, 0.1, 0.1)
 _DAY_RE = re.compile(r"day_(\d+)(\.gz)?$")
@@ -46,7 +50,8 @@ class SplitRule:
 
     @property
     def needs_row_numbers(self) -> bool:
-        return bool(self.bounds)
+        """Row-order policies, and scoring data (a row's position is its id)."""
+        return bool(self.bounds) or self.split == "score"
 
     def assign(self, rows: np.ndarray, keys: np.ndarray, source: int) -> np.ndarray:
         """Split code (index into :data:`SPLITS`) of each row.

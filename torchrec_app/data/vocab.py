@@ -24,7 +24,7 @@ OOV_INDEX = 0
 
 @dataclass(slots=True)
 class Counts:
-    """Distinct raw ids (sorted uint64) and how often each occurs."""
+    """Distinct raw ids (uint64; sorted when made by ``of`` or ``merge``) and how often each occurs."""
 
     ids: np.ndarray
     counts: np.ndarray

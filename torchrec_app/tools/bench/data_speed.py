@@ -5,8 +5,11 @@
 Prints rows per CPU-second of preprocessing (``resource.getrusage`` of this process and
 its children, so worker processes count) for both id strategies, the same figure for
 ``python -m torchrec.datasets.scripts.npy_preproc_criteo`` run on the same train TSV
-(named ``day_0`` as it expects), and the reader's samples per second per process (wall
-clock, training mode: shuffle buffer and prefetch thread). No asserts: figures only.
+(named ``day_0`` as it expects) and each strategy's ratio to it, and the reader's samples
+per second per process (wall clock, training mode: shuffle buffer and prefetch thread).
+The load average is printed with the figures: on a shared machine CPU-seconds grow with
+other load, so compare figures from one run, or repeat (``--repeat``) and keep the best.
+No asserts: figures only.
 """
 
 from __future__ import annotations
@@ -56,8 +59,9 @@ def bench_npy_preproc(text_dir: str, work: str) -> tuple[int, float, float]:
     os.makedirs(input_dir, exist_ok=True)
     os.makedirs(output_dir, exist_ok=True)
     day0 = os.path.join(input_dir, "day_0")
-    if not os.path.exists(day0):
-        os.symlink(os.path.join(text_dir, "train.txt"), day0)
+    if os.path.lexists(day0):
+        os.remove(day0)
+    os.symlink(os.path.join(text_dir, "train.txt"), day0)
     with open(day0, "rb") as f:
         rows = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 24), b""))
     command = [sys.executable, "-m", "torchrec.datasets.scripts.npy_preproc_criteo", "--input_dir", input_dir,
@@ -80,27 +84,42 @@ def measure_reader(data: str | os.PathLike, batch_size: int, config: ReaderConfi
             "wall_seconds": wall, "cpu_seconds": cpu, "samples_per_second": samples / wall if wall > 0 else 0.0}  # fmt: skip
 
 
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows to generate (8:1:1 train/valid/test)")
-    parser.add_argument("--workdir", default=None, help="where to write (default: a temporary directory, removed after)")
+    parser.add_argument("--workdir", default=None,
+                        help="where to write, kept after (generated text is reused); default: a temporary directory, removed after")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=2048, help="reader batch size")
     parser.add_argument("--workers", type=int, default=0, help="preprocess worker processes (0: all cores)")
     parser.add_argument("--skip-npy", action="store_true", help="do not run torchrec's npy_preproc_criteo")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each preprocess measurement; the best is printed")
     args = parser.parse_args(argv)
     work = args.workdir or tempfile.mkdtemp(prefix="torchrec_app_bench_")
     try:
-        text = os.path.join(work, "text")
-        _, cpu, wall = _timed(lambda: generate_dataset(text, GeneratorConfig(rows=args.rows)))
-        size = sum(os.path.getsize(os.path.join(text, f"{s}.txt")) for s in ("train", "valid", "test"))
-        print(f"generate: {args.rows:,} rows ({size / 2**20:.0f} MiB) in {wall:.1f}s wall, {cpu:.1f} CPU-s")
+        text = os.path.join(work, f"text-{args.rows}")
+        if os.path.exists(os.path.join(text, "truth.json")):  # written last: a complete earlier generation (--workdir)
+            print(f"generate: reusing {text}")
+        else:
+            _, cpu, wall = _timed(lambda: generate_dataset(text, GeneratorConfig(rows=args.rows)))
+            size = sum(os.path.getsize(os.path.join(text, f"{s}.txt")) for s in ("train", "valid", "test"))
+            print(f"generate: {args.rows:,} rows ({size / 2**20:.0f} MiB) in {wall:.1f}s wall, {cpu:.1f} CPU-s")
         base = PreprocessConfig(workers=args.workers)
+        ours = {}
         for name, config in (("hash", replace(base, id_strategy="hash", hash_size=40_000_000)), ("vocab", base)):
-            rows, cpu, wall = bench_preprocess(text, os.path.join(work, f"parquet_{name}"), config)
-            print(f"preprocess ({name} ids): {rows:,} rows in {wall:.2f}s wall, {cpu:.2f} CPU-s -> {rows / cpu:,.0f} rows/CPU-s")
+            runs = [bench_preprocess(text, os.path.join(work, f"parquet_{name}"), config) for _ in range(args.repeat)]
+            rows, cpu, wall = min(runs, key=lambda r: r[1])
+            ours[name] = rows / cpu
+            print(f"preprocess ({name} ids): {rows:,} rows in {wall:.2f}s wall, {cpu:.2f} CPU-s -> {rows / cpu:,.0f} rows/CPU-s "
+                  f"({_load()})")  # fmt: skip
         if not args.skip_npy:
             rows, cpu, wall = bench_npy_preproc(text, work)
-            print(f"torchrec npy_preproc_criteo: {rows:,} rows in {wall:.2f}s wall, {cpu:.2f} CPU-s -> {rows / cpu:,.0f} rows/CPU-s")
+            print(f"torchrec npy_preproc_criteo: {rows:,} rows in {wall:.2f}s wall, {cpu:.2f} CPU-s -> {rows / cpu:,.0f} rows/CPU-s "
+                  f"({_load()})")  # fmt: skip
+            print("ours / npy_preproc_criteo per CPU-second: " + ", ".join(f"{k} ids {v / (rows / cpu):.1f}x" for k, v in ours.items()))
         data = os.path.join(work, "parquet_vocab")
         for prefetch in (4, 0):
             config = ReaderConfig(prefetch_batches=prefetch, shuffle_buffer_rows=65536)
