@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 import sys
 from typing import Sequence
@@ -109,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = resolve_config(args.recipe, args.overrides)
         return _command_module(args.command).run(args, config)
     except ConfigError as err:
-        print(f"torchrec-app {args.command}: error: {err}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # every rank of a job fails alike; one says why
+            print(f"torchrec-app {args.command}: error: {err}", file=sys.stderr, flush=True)
         return 2
 
 

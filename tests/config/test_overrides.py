@@ -3,7 +3,7 @@
 import pytest
 
 from torchrec_app.cli import main as cli_main
-from torchrec_app.config import RECIPES, ConfigError, resolve_config
+from torchrec_app.config import RECIPES, AppConfig, ConfigError, apply_overrides, resolve_config
 
 
 def test_every_recipe_builds_and_names_itself():
@@ -61,5 +61,14 @@ def test_cli_reports_config_errors_with_exit_code_2(capsys):
 
 
 def test_show_config_prints_the_resolved_config(capsys):
-    assert cli_main(["show-config", "--recipe", "tiny", "train.batch_size=7"]) == 0
+    assert cli_main(["show-config", "--recipe", "tiny", "train.batch_size=7", "--json"]) == 0
     assert '"batch_size": 7' in capsys.readouterr().out
+
+
+def test_json_lists_and_dicts_as_written_in_the_docs():
+    config = apply_overrides(AppConfig(), ['sparse.compress={"C3": "qr:4:mult"}', "model.over_arch=[64, 1]"])
+    assert config.sparse.compress == {"C3": "qr:4:mult"} and config.model.over_arch == [64, 1]
+    with pytest.raises(ConfigError, match=r"sparse.dims: expected int values, got 'x'"):
+        apply_overrides(AppConfig(), ['sparse.dims={"C1": "x"}'])
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        apply_overrides(AppConfig(), ["sparse.dims={C1: 4}"])

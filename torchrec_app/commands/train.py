@@ -77,6 +77,7 @@ def format_result(summary: dict[str, Any], run_path: Path) -> str:
 
 def run(args: argparse.Namespace, config: AppConfig) -> int:
     """Run training as this process's rank; print the summary on rank 0."""
+    from torchrec_app.data.metadata import load_metadata
     from torchrec_app.distributed.runtime import init_runtime, shutdown_runtime
     from torchrec_app.tools.bench.callbacks import bench_callbacks
     from torchrec_app.training.guard import TrainingDiverged
@@ -85,6 +86,10 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
 
     if not args.data:
         raise ConfigError("train needs --data DIR: a preprocessed dataset (make one with `torchrec-app generate` then `torchrec-app preprocess`, see README)")
+    try:
+        load_metadata(args.data)  # before any process group: a wrong --data is one line, not a traceback per rank
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(str(err)) from None
     if args.plan:
         config = replace(config, sharding=replace(config.sharding, plan_file=args.plan))
     runtime = init_runtime()

@@ -8,6 +8,7 @@ the field's name and type rather than somewhere inside training. Lists are writt
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from typing import Any
 
@@ -35,14 +36,21 @@ def _parse_scalar(text: str, kind: type, key: str) -> Any:
 def parse_value(text: str, annotation: Any, key: str) -> Any:
     """Parse ``text`` as a value of type ``annotation`` (scalar, ``list[T]`` or ``dict[str, T]``).
 
+    Lists and dicts also take JSON (``[512, 256, 1]``, ``{"C3": "qr:4:mult"}``), which is
+    what a value holding ``,`` or ``:`` needs.
+
     >>> parse_value("512,256,1", list[int], "model.over_arch")
     [512, 256, 1]
     >>> parse_value("C1:16,C2:8", dict[str, int], "sparse.dims")
     {'C1': 16, 'C2': 8}
+    >>> parse_value('{"C3": "qr:4:mult", "C7": "hash:2"}', dict[str, str], "sparse.compress")
+    {'C3': 'qr:4:mult', 'C7': 'hash:2'}
     >>> parse_value("", list[str], "sharding.types")
     []
     """
     origin = typing.get_origin(annotation)
+    if origin in (list, dict) and text.lstrip()[:1] in ("[", "{"):
+        return _parse_json(text, annotation, key)
     if origin is list:
         (item,) = typing.get_args(annotation)
         return [_parse_scalar(part.strip(), item, key) for part in text.split(",") if part.strip()]
@@ -56,6 +64,23 @@ def parse_value(text: str, annotation: Any, key: str) -> Any:
             result[name.strip()] = _parse_scalar(value.strip(), item, key)
         return result
     return _parse_scalar(text, annotation, key)
+
+
+def _parse_json(text: str, annotation: Any, key: str) -> Any:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{key}: not valid JSON ({err.msg} at character {err.pos}): {text[:80]!r}") from None
+    expected = {list: "a JSON list", dict: "a JSON object"}[origin]
+    if not isinstance(value, origin):
+        raise ConfigError(f"{key}: expected {expected}, got {text[:80]!r}")
+    item = args[-1]
+    items = value.values() if origin is dict else value
+    for v in items:
+        if not isinstance(v, item) or (item is int and isinstance(v, bool)):
+            raise ConfigError(f"{key}: expected {item.__name__} values, got {v!r}")
+    return value
 
 
 def apply_overrides(config: Any, overrides: list[str]) -> Any:
