@@ -98,7 +98,7 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
     from torchrec_app.tools.explain.blocks import block_scores, rank_features
     from torchrec_app.tools.explain.cost import dense_tower_cost, table_params
     from torchrec_app.tools.explain.report import output_dir
-    from torchrec_app.tools.explain.suggest_dims import suggest_dims
+    from torchrec_app.tools.explain.suggest_dims import DISCRIMINATING_RATIO, importance_spread, suggest_dims
     from torchrec_app.tools.explain.trained_model import find_checkpoint, read_trained_cross, run_model_inputs
     from torchrec_app.utils.fs import write_text_atomic
 
@@ -107,6 +107,7 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
     trained = read_trained_cross(checkpoint, config, metadata, args.layer)
     importance = {r.names[0]: r.normalized for r in rank_features(block_scores(trained.weight, trained.layout))}
     current = dict(zip(trained.layout.names[1:], trained.layout.widths[1:]))
+    spread = importance_spread(importance)
     num_dense = trained.num_dense or config.sparse.num_dense
     tower_costs: dict[tuple[int, ...], Any] = {}
 
@@ -132,12 +133,17 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
     write_text_atomic(out / "dims.txt", override + "\n")
     report = {
         "checkpoint": str(checkpoint), "budget": {"kind": kind, "value": budget},
-        "importance": importance, "dims_before": current, "dims_after": dims,
+        "importance": importance, "importance_spread": spread, "discriminates": spread >= DISCRIMINATING_RATIO,
+        "dims_before": current, "dims_after": dims,
         "before": {"table_params": table_params(trained.table_rows, current), "tower_params": before.params, "tower_flops": before.flops},
         "after": {"table_params": table_params(trained.table_rows, dims), "tower_params": after.params, "tower_flops": after.flops},
     }
     write_text_atomic(out / "suggestion.json", json.dumps(report, indent=1) + "\n")
 
+    if spread < DISCRIMINATING_RATIO:
+        print(f"warning: feature importance barely varies ({min(importance.values()):.3g} to {max(importance.values()):.3g}, "
+              f"max/min {spread:.2f} < {DISCRIMINATING_RATIO}): it does not discriminate between features here, so the "
+              "widths below mostly follow the budget, not the features (train longer or on more data for a ranking)")
     print(f"{'feature':<8} {'importance':>10} {'dim':>4} -> {'new':>4}")
     for f in sorted(current, key=lambda f: -importance[f]):
         print(f"{f:<8} {importance[f]:>10.4g} {current[f]:>4} -> {dims[f]:>4}")

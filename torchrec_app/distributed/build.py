@@ -108,18 +108,20 @@ def shard_model(
 
 
 def build_sharded_model(
-    model: nn.Module, runtime: Runtime, *, sharding: ShardingConfig, optim: OptimConfig, batch_size: int
+    model: nn.Module, runtime: Runtime, *, sharding: ShardingConfig, optim: OptimConfig, batch_size: int,
+    replan: str = "",
 ) -> tuple[DistributedModelParallel, ShardingPlan]:
     """``model`` (tables on ``meta``) sharded over the job's ranks, and the plan used (collective).
 
     The plan is ``sharding.plan_file`` when set (checked against the model's tables and the
-    world size), otherwise planned for this job's devices with ``sharding``'s constraints.
+    world size; ``replan`` is the command a mismatch error suggests), otherwise planned for
+    this job's devices with ``sharding``'s constraints.
     """
     check_sparse_optimizer(optim, runtime.device.type)
     tables = prepare_for_sharding(model, optim)
     if sharding.plan_file:
         plan = load_plan(sharding.plan_file, runtime.device.type, runtime.local_world_size)
-        check_plan_matches(plan, tables, runtime.world_size)
+        check_plan_matches(plan, tables, runtime.world_size, replan)
     else:
         hbm_gb = sharding.hbm_gb or device_memory_gb(runtime.device)  # on CUDA, the real device's memory
         topology = build_topology(runtime.world_size, runtime.device.type, runtime.local_world_size, hbm_gb, sharding.ddr_gb)

@@ -293,7 +293,8 @@ def load_plan(path: str | Path, device_type: str, local_world_size: int | None =
     return plan
 
 
-def check_plan_matches(plan: ShardingPlan, tables: Sequence[EmbeddingBagConfig], world_size: int) -> None:
+def check_plan_matches(plan: ShardingPlan, tables: Sequence[EmbeddingBagConfig], world_size: int,
+                       replan: str = "") -> None:  # fmt: skip
     """Raise ``ConfigError`` naming every way ``plan`` does not fit ``tables`` on ``world_size`` ranks.
 
     Checks: the plan shards exactly these tables; every shard lies inside its table and
@@ -323,7 +324,7 @@ def check_plan_matches(plan: ShardingPlan, tables: Sequence[EmbeddingBagConfig],
     for name in sorted(set(expected) & set(planned)):
         problems += _table_problems(name, planned[name], expected[name], world_size)
     if problems:
-        fix = f"re-plan for this config and world size: `torchrec-app plan --world-size {world_size} --json FILE`"
+        fix = f"re-plan for this config and world size: `{replan or f'torchrec-app plan --world-size {world_size} --json FILE'}`"
         if len(problems) == 1:
             raise ConfigError(f"the sharding plan does not match this run: {problems[0]}; {fix}")
         listed = "".join(f"\n  - {p}" for p in problems)

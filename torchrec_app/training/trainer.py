@@ -77,8 +77,10 @@ class Trainer:
                              f"trains on {self.task.data_kind!r} data")  # fmt: skip
         torch.manual_seed(config.train.seed)
         model = self.task.build_model(config, self.metadata, "meta")
+        replan = (f"torchrec-app plan --recipe {config.recipe} --data {self.data_dir} --device {runtime.device.type} "
+                  f"--world-size {runtime.world_size} --json FILE [the run's overrides]")  # fmt: skip
         self.model, self.plan = build_sharded_model(model, runtime, sharding=config.sharding, optim=config.optim,
-                                                    batch_size=config.train.batch_size)  # fmt: skip
+                                                    batch_size=config.train.batch_size, replan=replan)  # fmt: skip
         if runtime.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = config.train.tf32
             torch.backends.cudnn.allow_tf32 = config.train.tf32

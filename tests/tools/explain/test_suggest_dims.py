@@ -54,3 +54,10 @@ def test_tower_cost_counts_the_model_the_trainer_builds(full_cross_config):
     over = lambda n: n * 16  # noqa: E731  over-arch first layer weights
     assert wide.params - narrow.params == cross(n_wide) - cross(n_narrow) + over(n_wide) - over(n_narrow)
     assert wide.flops - narrow.flops == 2 * (2 * (n_wide**2 - n_narrow**2) + 16 * (n_wide - n_narrow))
+
+
+def test_near_flat_importance_is_reported_as_not_discriminating():
+    from torchrec_app.tools.explain.suggest_dims import DISCRIMINATING_RATIO, importance_spread
+
+    flat = {"C1": 0.042, "C2": 0.047, "C3": 0.045, "C4": 0.044}  # the example
+    assert importance_spread(flat) < DISCRIMINATING_RATIO <= importance_spread(IMPORTANCE)

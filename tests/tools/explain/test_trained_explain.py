@@ -87,6 +87,8 @@ def test_suggest_dims_respects_the_budget_and_retrains_without_code_change(train
     report = json.loads((trained_run / "explain" / "suggestion.json").read_text())
     assert report["after"]["table_params"] <= budget < report["before"]["table_params"]
     assert all(d % 4 == 0 and d >= 4 for d in report["dims_after"].values())
-    assert "retrain with:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "retrain with:" in out
+    assert report["discriminates"] is True and "does not discriminate" not in out  # planted crosses: a clear ranking
     config = resolve_config("tiny", [override])  # the override is a plain config override
     assert config.sparse.dims == report["dims_after"]

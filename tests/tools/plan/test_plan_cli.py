@@ -105,3 +105,14 @@ def test_diff_names_moved_and_retyped_tables(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "t_C1  type    table_wise -> row_wise" in out
     assert "shape" in out
+
+
+def test_a_suggested_world_size_is_whole_hosts_and_plans(capsys):
+    """The no-fit advice for 8-GPU hosts names a world size that `plan` accepts (a multiple of 8)."""
+    args = ["plan", "--recipe", MLPERF, "--device", "cuda", "--hbm-gb", "4", "--ddr-gb", "8", "--no-stats"]
+    assert main([*args, "--world-size", "8"]) == 1
+    out = capsys.readouterr().out
+    suggested = int(out.split("(--world-size ")[1].split(",")[0].split(";")[0])
+    assert suggested % 8 == 0 and f"{suggested // 8} hosts of 8" in out
+    assert main([*args, "--world-size", str(suggested)]) in (0, 1)  # plans (fits, or explains again): no error
+    assert "does not divide" not in capsys.readouterr().err

@@ -72,6 +72,8 @@ class PlacementFailure:
 class FitExplanation:
     device: str
     world_size: int
+    local_world_size: int = 1
+    """Ranks per host: a world size must be a multiple of it."""
     tiers: tuple[str, ...]
     capacity: dict[str, int]
     """Per rank, device memory."""
@@ -219,12 +221,21 @@ def explain_no_fit(
         [math.ceil(required[t] / room[t]) if room[t] > 0 else world * 2 for t in tiers if required[t]] or [world]
     )
     explanation = FitExplanation(
-        device=device, world_size=world, tiers=tiers, capacity=capacity, available=available, reserved=reserved,
+        device=device, world_size=world, local_world_size=topology.local_world_size, tiers=tiers, capacity=capacity, available=available, reserved=reserved,
         required_total=required, too_big=too_big, failure=failure, ranks_needed=ranks_needed, largest=ordered[:5],
         planner_message=message.strip().splitlines()[0] if message.strip() else "",
     )
     explanation.suggestions = suggest(explanation, ordered)
     return explanation
+
+
+def valid_world_size(ranks: int, local_world_size: int) -> int:
+    """The smallest world size >= ``ranks`` made of whole hosts of ``local_world_size`` ranks.
+
+    >>> valid_world_size(13, 8), valid_world_size(13, 1), valid_world_size(16, 8)
+    (16, 13, 16)
+    """
+    return -(-ranks // max(1, local_world_size)) * max(1, local_world_size)
 
 
 def suggest(ex: FitExplanation, needs: list[TableNeed]) -> list[str]:
@@ -238,11 +249,12 @@ def suggest(ex: FitExplanation, needs: list[TableNeed]) -> list[str]:
             f"and input batches ({', '.join(f'{t.upper()} {gib(ex.reserved[t])} GiB' for t in tiers)}) leave nothing "
             "for tables (--hbm-gb / --ddr-gb, --batch-size)"
         )
-    more = max(ex.ranks_needed, world + 1)
+    more = valid_world_size(max(ex.ranks_needed, world + 1), ex.local_world_size)
+    hosts = f", {more // ex.local_world_size} hosts of {ex.local_world_size}" if ex.local_world_size > 1 else ""
     unsplittable = [n.name for n in ex.too_big if not set(n.allowed_types) & set(ROW_SPLITTING_TYPES)]
     out.append(
         f"more ranks: the tables need about {gib(ex.required_total[binding])} GiB of {binding.upper()} in total at "
-        f"{gib(ex.available[binding])} GiB per rank, so at least {more} ranks (--world-size {more}; "
+        f"{gib(ex.available[binding])} GiB per rank, so at least {more} ranks (--world-size {more}{hosts}; "
         "row-wise shards shrink as ranks are added)"
         + (f"; this alone does not help {', '.join(unsplittable)}, which is not split by rows" if unsplittable else "")
     )
