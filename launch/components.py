@@ -21,6 +21,8 @@ Two kinds of retry, on every scheduler:
 """
 
 
+import os
+
 import torchx
 import torchx.specs as specs
 from torchx.components.dist import ddp
@@ -46,6 +48,8 @@ def _trainer_app(
         *args, *overrides,
         m="torchrec_app.train", j=f"{nnodes}x{nproc}", name=f"torchrec_app-{recipe}", cpu=cpu, gpu=gpu, memMB=memMB,
         max_retries=max_retries, rdzv_port=rdzv_port, image=image,
+        # torchrun's own default (1 thread per rank), said explicitly so it does not print a banner about it
+        env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
     )
     return _with_max_restarts(app, max_restarts)
 

@@ -321,8 +321,16 @@ def check_plan_matches(plan: ShardingPlan, tables: Sequence[EmbeddingBagConfig],
         problems.append(f"tables missing from the plan: {missing}")
     if extra:
         problems.append(f"the plan shards tables this model does not have: {extra}")
+    beyond = sorted((n for n in set(expected) & set(planned) if any(r >= world_size for r in planned[n].ranks or [])),
+                    key=lambda n: (len(n), n))  # fmt: skip
+    if len(beyond) > 1:  # one cause, said once: the plan was made for more ranks
+        highest = max(r for n in beyond for r in planned[n].ranks or [])
+        shown = ", ".join(beyond[:4]) + (f" and {len(beyond) - 4} more" if len(beyond) > 4 else "")
+        problems.append(f"it places tables on ranks up to {highest} ({shown}) but this run has {world_size} "
+                        f"rank{'s' if world_size > 1 else ''}: it was made for another world size")  # fmt: skip
     for name in sorted(set(expected) & set(planned)):
-        problems += _table_problems(name, planned[name], expected[name], world_size)
+        problems += [p for p in _table_problems(name, planned[name], expected[name], world_size)
+                     if not (len(beyond) > 1 and name in beyond)]  # fmt: skip
     if problems:
         fix = f"re-plan for this config and world size: `{replan or f'torchrec-app plan --world-size {world_size} --json FILE'}`"
         if len(problems) == 1:
