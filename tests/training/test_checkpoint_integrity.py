@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from tests.multiprocess import run_on_ranks
-from tests.training.test_checkpoint_security import cli
+from tests.training.conftest import cli
 from torchrec_app.distributed.runtime import Runtime
 from torchrec_app.training.checkpoint import (
     MANIFEST_FILE,
@@ -213,15 +213,6 @@ def test_two_ranks_checksum_their_own_files_and_agree_on_damage(tmp_path):
 
 
 # -- through the command line --------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def two_checkpoint_run(tiny_dataset, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("integrity") / "run"
-    code, stderr = cli(["train", "--recipe", "tiny", "--data", str(tiny_dataset), "--out", str(out),
-                        "train.max_steps=2", "checkpoint.every=1"])
-    assert code == 0, stderr[-3000:]
-    return out
-
 
 def _copy(run: Path, tmp: Path) -> Path:
     shutil.copytree(run, tmp / "run")

@@ -9,7 +9,6 @@ and one line naming the crafted file, and the marker must not exist.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import os
@@ -24,7 +23,7 @@ from typing import Callable
 import pytest
 import torch
 
-from torchrec_app.cli import main as cli_main
+from tests.training.conftest import cli
 from torchrec_app.training.checkpoint import latest_checkpoint, write_manifest
 
 DCP_FS = "torch.distributed.checkpoint.filesystem"
@@ -133,19 +132,6 @@ def _is_plain_value(fqn: str) -> bool:
 
 # -- running the command line ----------------------------------------------------------
 
-def cli(args: list[str]) -> tuple[int, str]:
-    """Run ``torchrec-app ARGS`` in this process (a single-process run); return exit status and stderr."""
-    saved = dict(os.environ)
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err):
-            code = cli_main(args)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    return code, err.getvalue()
-
-
 def assert_refused(code: int, stderr: str, command: str, file: Path, marker: Path) -> None:
     assert not marker.exists(), "the payload ran"
     assert code == 2, stderr[-2000:]
@@ -156,13 +142,9 @@ def assert_refused(code: int, stderr: str, command: str, file: Path, marker: Pat
 
 
 @pytest.fixture(scope="module")
-def base_run(tiny_dataset, tmp_path_factory) -> Path:
-    """A real single-process run with checkpoints at steps 1 and 2."""
-    out = tmp_path_factory.mktemp("secure") / "run"
-    code, stderr = cli(["train", "--recipe", "tiny", "--data", str(tiny_dataset), "--out", str(out),
-                        "train.max_steps=2", "checkpoint.every=1"])
-    assert code == 0, stderr[-3000:]
-    return out
+def base_run(two_checkpoint_run) -> Path:
+    """A real single-process run with checkpoints at steps 1 and 2 (shared, never modified: tests copy it)."""
+    return two_checkpoint_run
 
 
 def _crafted_copy(base_run: Path, where: Path) -> Path:

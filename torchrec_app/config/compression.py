@@ -9,11 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-def _check_choice(section: str, name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{section}.{name}={value!r} is not one of {', '.join(choices)}")
-
+from torchrec_app.config.errors import check_choice
 
 COMPRESSION_METHODS = ("full", "hash", "qr", "mr")
 COMPOSE_OPERATIONS = ("mult", "add", "concat")
@@ -47,7 +43,7 @@ def parse_compression(spec: str, where: str = "sparse.compress") -> CompressionS
     """
     parts = spec.split(":")
     method, args = parts[0], parts[1:]
-    _check_choice(where.rsplit(".", 1)[0], where.rsplit(".", 1)[-1] + " method", method, COMPRESSION_METHODS)
+    check_choice(where.rsplit(".", 1)[0], where.rsplit(".", 1)[-1] + " method", method, COMPRESSION_METHODS)
     usage = {"full": "full", "hash": "hash:C", "qr": "qr:C[:OP]", "mr": "mr:K[:OP]"}[method]
     if len(args) not in {"full": (0,), "hash": (1,), "qr": (1, 2), "mr": (1, 2)}[method]:
         raise ValueError(f"{where}={spec!r}: expected {usage} (C collisions, K partitions, OP one of {', '.join(COMPOSE_OPERATIONS)})")

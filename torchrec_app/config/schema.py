@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from torchrec_app.config.compression import CompressionSpec, parse_compression
 from torchrec_app.config.data import GeneratorConfig, PreprocessConfig, ReaderConfig
+from torchrec_app.config.errors import check_choice
 
 SHARDING_TYPES = (
     "data_parallel", "table_wise", "row_wise", "column_wise", "table_row_wise", "table_column_wise", "grid_shard",
@@ -26,11 +27,6 @@ STRUCTURES = ("stacked", "parallel")
 MASKNET_STRUCTURES = ("serial", "parallel")
 SPARSE_OPTIMIZERS = ("adagrad", "rowwise_adagrad", "adam", "sgd")
 DENSE_OPTIMIZERS = ("adagrad", "adam", "sgd")
-
-
-def _check_choice(section: str, name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{section}.{name}={value!r} is not one of {', '.join(choices)}")
 
 
 def _check_positive(section: str, **values: float) -> None:
@@ -53,7 +49,7 @@ class CrossConfig:
     """Experts for mixture."""
 
     def __post_init__(self) -> None:
-        _check_choice("model.cross", "kind", self.kind, CROSS_KINDS)
+        check_choice("model.cross", "kind", self.kind, CROSS_KINDS)
         _check_positive("model.cross", num_layers=self.num_layers, low_rank=self.low_rank, num_experts=self.num_experts)
 
 
@@ -103,7 +99,7 @@ class MaskNetConfig:
     """Dropout after each MaskBlock."""
 
     def __post_init__(self) -> None:
-        _check_choice("model.masknet", "structure", self.structure, MASKNET_STRUCTURES)
+        check_choice("model.masknet", "structure", self.structure, MASKNET_STRUCTURES)
         _check_positive("model.masknet", num_blocks=self.num_blocks, block_dim=self.block_dim,
                         reduction_ratio=self.reduction_ratio)
         if not self.block_dims or min(self.block_dims) <= 0:
@@ -134,7 +130,7 @@ class ModelConfig:
     """masknet only: its MaskBlocks."""
 
     def __post_init__(self) -> None:
-        _check_choice("model", "structure", self.structure, STRUCTURES)
+        check_choice("model", "structure", self.structure, STRUCTURES)
         if not self.dense_arch or not self.over_arch:
             raise ValueError("model.dense_arch and model.over_arch need at least one layer")
         if self.over_arch[-1] != 1:
@@ -176,8 +172,8 @@ class SparseConfig:
     def __post_init__(self) -> None:
         _check_positive("sparse", embedding_dim=self.embedding_dim, num_dense=self.num_dense,
                         compress_max_bag=self.compress_max_bag)
-        _check_choice("sparse", "pooling", self.pooling, ("sum", "mean"))
-        _check_choice("sparse", "data_type", self.data_type, TABLE_DTYPES)
+        check_choice("sparse", "pooling", self.pooling, ("sum", "mean"))
+        check_choice("sparse", "data_type", self.data_type, TABLE_DTYPES)
         for feature, dim in self.dims.items():
             _check_positive("sparse.dims", **{feature: dim})
         for i, rows in enumerate(self.num_embeddings):
@@ -230,13 +226,13 @@ class ShardingConfig:
 
     def __post_init__(self) -> None:
         for value in self.types:
-            _check_choice("sharding", "types", value, SHARDING_TYPES)
+            check_choice("sharding", "types", value, SHARDING_TYPES)
         for table, allowed in self.per_table.items():
             for value in allowed.split("|"):
-                _check_choice("sharding.per_table", table, value, SHARDING_TYPES)
-        _check_choice("sharding", "compute_kernel", self.compute_kernel, COMPUTE_KERNELS)
-        _check_choice("sharding", "qcomms_forward", self.qcomms_forward, COMM_PRECISIONS)
-        _check_choice("sharding", "qcomms_backward", self.qcomms_backward, COMM_PRECISIONS)
+                check_choice("sharding.per_table", table, value, SHARDING_TYPES)
+        check_choice("sharding", "compute_kernel", self.compute_kernel, COMPUTE_KERNELS)
+        check_choice("sharding", "qcomms_forward", self.qcomms_forward, COMM_PRECISIONS)
+        check_choice("sharding", "qcomms_backward", self.qcomms_backward, COMM_PRECISIONS)
         if not 0.0 < self.cache_load_factor <= 1.0:
             raise ValueError(f"sharding.cache_load_factor must be in (0, 1], got {self.cache_load_factor}")
 
@@ -263,8 +259,8 @@ class OptimConfig:
     """Steps over which the rates decay to 0."""
 
     def __post_init__(self) -> None:
-        _check_choice("optim", "sparse", self.sparse, SPARSE_OPTIMIZERS)
-        _check_choice("optim", "dense", self.dense, DENSE_OPTIMIZERS)
+        check_choice("optim", "sparse", self.sparse, SPARSE_OPTIMIZERS)
+        check_choice("optim", "dense", self.dense, DENSE_OPTIMIZERS)
         _check_positive("optim", sparse_lr=self.sparse_lr, dense_lr=self.dense_lr, eps=self.eps)
         if self.decay_start and self.decay_steps <= 0:
             raise ValueError("optim.decay_steps must be > 0 when optim.decay_start is set")
@@ -310,7 +306,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_positive("train", batch_size=self.batch_size, epochs=self.epochs, log_every=self.log_every)
-        _check_choice("train", "amp", self.amp, AMP_DTYPES)
+        check_choice("train", "amp", self.amp, AMP_DTYPES)
         for name in ("eval_batch_size", "max_steps", "eval_every", "evals_per_epoch", "early_stop_patience"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
