@@ -109,3 +109,7 @@ def test_torchx_max_restarts_restarts_a_killed_worker_from_the_last_checkpoint(t
     assert summary["restarts"] == 1
     assert summary["resumed_from"] and Path(summary["resumed_from"]).name.startswith("step_"), summary["resumed_from"]
     assert summary["steps"] == 2 * steps_per_epoch and summary["world_size"] == 2
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for kind in ("loss", "valid_auc"):  # steps replayed after the restart are logged once
+        steps = [r["step"] for r in records if kind in r]
+        assert steps and len(steps) == len(set(steps)), (kind, steps)
