@@ -19,9 +19,10 @@ from __future__ import annotations
 import statistics
 from typing import Callable, Mapping
 
-#: Below this max/min ratio of per-dimension importance the ranking says little: the
-#: scores are within each other's noise (two seeds of the same run differ by about that).
-DISCRIMINATING_RATIO = 1.5
+#: Below this max/min ratio of per-dimension importance the ranking says little. Measured:
+#: the reported near-flat case spans 0.042-0.047 (1.12); DCNv2s that learned the planted
+#: crosses of the test data span 1.36 (full-rank cross) and 2.4 (low-rank), planted features on top.
+DISCRIMINATING_RATIO = 1.25
 
 
 def importance_spread(importance: Mapping[str, float]) -> float:
