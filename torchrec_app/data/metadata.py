@@ -5,6 +5,7 @@ dataset. Schema (``format_version`` 1)::
 
     {
       "format_version": 1,
+      "kind": "criteo",                        # dataset layout: criteo | sequences (picks the batch reader)
       "label": "label",
       "dense_features": ["I1", ..., "I13"],
       "sparse_features": ["C1", ..., "C26"],
@@ -18,7 +19,8 @@ dataset. Schema (``format_version`` 1)::
       "sources": [{"path": "/abs/train.txt", "bytes": 123, "split": "train"}, ...],
       "bad_rows_skipped": 0,
       "dense_transform": "log(1 + max(x, 0)), missing -> 0",
-      "vocab_dir": "vocab"                     # per-feature vocabularies and counts
+      "vocab_dir": "vocab",                    # per-feature vocabularies and counts
+      "extra": {}                              # the kind's own schema (sequences: docs/SEQUENTIAL.md)
     }
 
 Parquet columns: ``label`` (int8), ``I1..I13`` (float32, transformed), ``C1..C26``
@@ -49,6 +51,7 @@ class SplitFile:
 class DatasetMetadata:
     """What ``metadata.json`` holds (see the module docstring for the meaning of each field)."""
 
+    kind: str = "criteo"
     label: str = "label"
     dense_features: list[str]
     sparse_features: list[str]
@@ -64,6 +67,7 @@ class DatasetMetadata:
     bad_rows_skipped: int = 0
     dense_transform: str = "log(1 + max(x, 0)), missing -> 0"
     vocab_dir: str = "vocab"
+    extra: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> dict:
