@@ -90,7 +90,7 @@ def metrics_from_ranks(ranks: torch.Tensor, ks: Sequence[int] = DEFAULT_KS) -> d
         hit = real & (ranks <= k)
         ideal_count = num_targets.clamp(max=k)
         ideal = torch.cumsum(1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64)), 0)[ideal_count - 1]
-        out[f"recall@{k}"] = hit.sum(dim=1) / ideal_count
+        out[f"recall@{k}"] = hit.sum(dim=1).double() / ideal_count
         out[f"ndcg@{k}"] = torch.where(hit, gains, torch.zeros_like(gains)).sum(dim=1) / ideal
     best = torch.where(real, ranks, torch.full_like(ranks, math.inf)).min(dim=1).values
     out["mrr"] = 1.0 / best

@@ -26,7 +26,6 @@ def test_training_rows_keep_their_most_recent_items_and_pad_the_tail():
     assert batch.lengths.tolist() == [3, 1, 3, 0] and batch.weights.tolist() == [1, 1, 1, 0]
     kjt = batch.features.to_dict()
     assert kjt["item"].values().tolist() == [3, 4, 5, 6, 7, 8, 9]
-    assert kjt["target"].lengths().tolist() == [0, 0, 0, 0]
     # full softmax: a training batch carries the whole catalog once, in row 0
     assert kjt["catalog"].values().tolist() == list(range(1, 10)) and kjt["catalog"].lengths().tolist() == [9, 0, 0, 0]
     assert batch.seen_lengths.tolist() == [0, 0, 0, 0]
@@ -36,7 +35,7 @@ def test_evaluation_rows_carry_target_and_whole_history():
     batch = SequenceBatcher(num_items=9, train_len=3, eval_len=2, loss="full")(EVAL, 3)
     kjt = batch.features.to_dict()
     assert kjt["item"].values().tolist() == [5, 6, 9]  # last eval_len history items
-    assert kjt["target"].values().tolist() == [7, 3] and batch.targets.tolist() == [7, 3, 0]
+    assert batch.targets.tolist() == [7, 3, 0]
     assert kjt["catalog"].lengths().sum() == 0  # no catalog lookups while evaluating
     assert batch.seen_values.tolist() == [1, 2, 3, 4, 5, 6, 9] and batch.seen_lengths.tolist() == [6, 1, 0]
     assert batch.users.tolist() == [5, 6, -1]
@@ -58,7 +57,7 @@ def test_side_information_follows_each_item_position():
     batch = SequenceBatcher(num_items=9, train_len=3, eval_len=3, loss="in_batch", side=side)(ROWS, 4)
     kjt = batch.features.to_dict()
     items = kjt["item"].values()
-    assert batch.features.keys() == ["item", "target", "genre_1", "genre_2", "year"]
+    assert batch.features.keys() == ["item", "genre_1", "genre_2", "year"]
     assert kjt["genre_1"].values().tolist() == [i % 3 + 1 for i in items.tolist()]
     assert kjt["genre_2"].values().tolist() == [0 if i % 2 else 3 for i in items.tolist()]
     assert kjt["year"].values().tolist() == (items * 10).tolist()

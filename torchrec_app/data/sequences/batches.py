@@ -12,7 +12,6 @@ Its keys, in order (a key is always present; unused ones have zero lengths):
 ===========  ===========================================================================
 ``item``     each row's items, oldest first: a training row's last ``train_len`` items, an
              evaluation row's last ``eval_len`` history items
-``target``   an evaluation row's held-out item (1 id); empty for training rows
 ``negative`` ``sampled`` loss: ``num_negatives`` uniform ids in row 0, shared by the batch
 ``catalog``  ``full`` loss, training batches: every item ``1..N`` in row 0, so each rank gets
              the whole catalog's embeddings for its softmax (only for catalogs that fit)
@@ -43,7 +42,7 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from torchrec.streamable import Pipelineable
 
-ITEM, TARGET, NEGATIVE, CATALOG, YEAR = "item", "target", "negative", "catalog", "year"
+ITEM, NEGATIVE, CATALOG, YEAR = "item", "negative", "catalog", "year"
 
 
 def genre_key(k: int) -> str:
@@ -141,7 +140,7 @@ class SequenceBatcher:
     >>> b.items.tolist(), b.lengths.tolist(), b.weights.tolist(), b.users.tolist()
     ([[6, 7], [8, 0], [0, 0]], [2, 1, 0], [1.0, 1.0, 0.0], [3, 4, -1])
     >>> b.features.keys(), b.features["item"].lengths().tolist()
-    (['item', 'target'], [2, 1, 0])
+    (['item'], [2, 1, 0])
     """
 
     num_items: int
@@ -154,7 +153,7 @@ class SequenceBatcher:
     keys: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.keys = [ITEM, TARGET]
+        self.keys = [ITEM]
         if self.loss == "sampled":
             self.keys.append(NEGATIVE)
         if self.loss == "full":
@@ -186,11 +185,8 @@ class SequenceBatcher:
         item_lengths = np.concatenate([keep, np.zeros(pad, np.int64)])
         seen_lengths = np.concatenate([np.where(evaluation, lengths, 0), np.zeros(pad, np.int64)])
         seen_values = flat[np.repeat(evaluation, lengths)]
-        target_lengths = np.concatenate([evaluation.astype(np.int64), np.zeros(pad, np.int64)])
-        target_values = targets[evaluation]
-
-        values = {ITEM: item_values, TARGET: target_values}
-        key_lengths = {ITEM: item_lengths, TARGET: target_lengths}
+        values = {ITEM: item_values}
+        key_lengths = {ITEM: item_lengths}
         if NEGATIVE in self.keys:
             rng = np.random.default_rng([self.seed, zlib.crc32(users.tobytes()), zlib.crc32(item_values[:64].tobytes())])
             values[NEGATIVE] = rng.integers(1, self.num_items + 1, size=self.num_negatives)
