@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = resolve_config(args.recipe, args.overrides)
         return _command_module(args.command).run(args, config)
     except ConfigError as err:
-        print(f"torchrec-app {args.command}: config error: {err}", file=sys.stderr)
+        print(f"torchrec-app {args.command}: error: {err}", file=sys.stderr)
         return 2
 
 

@@ -57,7 +57,7 @@ def test_unknown_recipe_lists_the_known_ones():
 
 def test_cli_reports_config_errors_with_exit_code_2(capsys):
     assert cli_main(["show-config", "--recipe", "tiny", "train.epochs=-1"]) == 2
-    assert "config error: train.epochs must be > 0" in capsys.readouterr().err
+    assert "error: train.epochs must be > 0" in capsys.readouterr().err
 
 
 def test_show_config_prints_the_resolved_config(capsys):

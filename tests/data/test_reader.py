@@ -102,3 +102,34 @@ def test_missing_dataset_and_split_are_named(tmp_path, generated):
     (tmp_path / "metadata.json").write_text("{not json")
     with pytest.raises(ValueError, match="metadata.json"):
         load_metadata(str(tmp_path))
+
+
+def test_a_reader_seeks_to_any_batch_of_any_epoch_without_reading_the_ones_before(generated):
+    _, out = generated
+    config = ReaderConfig(shuffle_buffer_rows=700, prefetch_batches=0)
+    reader = _stream(out, "train", config=config, shuffle=True, batch_size=96)
+    for epoch in (0, 3):
+        whole = [b.dense_features for b in reader.batches(epoch)]
+        for start in (0, 1, 7, len(reader) - 1, len(reader)):
+            sought = [b.dense_features for b in reader.batches(epoch, start)]
+            assert len(sought) == len(whole) - start
+            assert all(torch.equal(a, b) for a, b in zip(sought, whole[start:]))
+
+
+def test_the_train_stream_crosses_epochs_and_resumes_from_its_state(generated):
+    from torchrec_app.data.reader import TrainBatches
+
+    _, out = generated
+    reader = _stream(out, "train", config=ReaderConfig(shuffle_buffer_rows=500, prefetch_batches=2), shuffle=True,
+                     batch_size=128)  # fmt: skip
+    steps = len(reader) + 5  # into the second epoch
+    straight = [b.dense_features for b in TrainBatches(reader).take(steps)]
+    first = TrainBatches(reader)
+    head = [b.dense_features for b in first.take(len(reader) - 2)]
+    state = first.state_dict()
+    assert state == {"epoch": 0, "batch_in_epoch": len(reader) - 2}
+    resumed = TrainBatches(reader)
+    resumed.load_state_dict(state)
+    tail = [b.dense_features for b in resumed.take(steps - len(head))]
+    assert resumed.state_dict() == {"epoch": 1, "batch_in_epoch": 5}
+    assert all(torch.equal(a, b) for a, b in zip(head + tail, straight))

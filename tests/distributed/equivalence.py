@@ -2,7 +2,8 @@
 
 Both sides start from the same weights and see the same global batches (each rank the
 rows of its slice). The sharded side is built, planned and stepped as the trainer does
-it (meta model, fused in-backward table optimizer, ``TrainPipelineSparseDist``); the
+it (``build_sharded_model``: meta model, fused in-backward table optimizer, plan, DMP;
+then ``TrainPipelineSparseDist``); the
 reference is the plain model with ``torch.optim`` optimizers on the whole global batch.
 """
 
@@ -12,18 +13,16 @@ from typing import Any, Callable, Sequence
 
 import pytest
 import torch
-import torch.distributed as dist
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
 from tests.batches import random_batch, rank_slice
 from torchrec_app.config import AppConfig
 from torchrec_app.data.batch import Batch
-from torchrec_app.distributed.build import shard_model
-from torchrec_app.distributed.planning import build_constraints, build_topology, plan_sharding, sharding_types_by_table
+from torchrec_app.distributed.build import build_sharded_model, model_tables
+from torchrec_app.distributed.planning import sharding_types_by_table
 from torchrec_app.distributed.runtime import Runtime
 from torchrec_app.models.ctr import CTRModel, build_model
-from torchrec_app.models.sparse import build_tables
-from torchrec_app.training.optimizers import apply_sparse_optimizer, build_optimizer
+from torchrec_app.training.optimizers import build_optimizer
 
 NUM_DENSE = 4
 ROWS_PER_RANK = 16
@@ -60,7 +59,7 @@ def global_batch_loss(reference: CTRModel, batch: Batch, rank: int, world: int) 
     """The reference loss over the whole global batch, and this rank's rows' logits."""
     loss, output = reference(batch)
     rows = batch.labels.numel() // world
-    return loss, output.logits[rank * rows:(rank + 1) * rows]
+    return loss, output.predictions["label"][rank * rows:(rank + 1) * rows]
 
 
 def train_sharded_and_reference(
@@ -79,15 +78,12 @@ def train_sharded_and_reference(
     initial = {k: v.clone() for k, v in reference.state_dict().items()}
 
     model = build_model(config, NUM_DENSE, features, num_embeddings, device="meta")
-    apply_sparse_optimizer(model.model.sparse_arch.embedding_bag_collection, config.optim)
-    tables = build_tables(config.sparse, features, num_embeddings)
-    plan, _ = plan_sharding(
-        model, build_topology(world, "cpu"), ROWS_PER_RANK,
-        build_constraints(config.sharding, tables, "cpu"), dist.GroupMember.WORLD,
-    )
-    sharded = shard_model(model, runtime, plan)
+    tables = model_tables(model)
+    sharded, plan = build_sharded_model(model, runtime, sharding=config.sharding, optim=config.optim,
+                                        batch_size=ROWS_PER_RANK)  # fmt: skip
     copy_weights(sharded, initial)
-    pipeline = TrainPipelineSparseDist(sharded, build_optimizer(sharded, config.optim), runtime.device)
+    data_parallel = {t for t, kind in sharding_types_by_table(plan).items() if kind == "data_parallel"}
+    pipeline = TrainPipelineSparseDist(sharded, build_optimizer(sharded, config.optim, data_parallel), runtime.device)
     optimizers = reference_optimizers(reference)
 
     generator = torch.Generator().manual_seed(1)
@@ -103,7 +99,7 @@ def train_sharded_and_reference(
         loss.backward()
         for optimizer in optimizers:
             optimizer.step()
-        worst_logit = max(worst_logit, (output.logits - mine).abs().max().item())
+        worst_logit = max(worst_logit, (output.predictions["label"] - mine).abs().max().item())
     with pytest.raises(StopIteration):
         pipeline.progress(local_batches)  # every batch was executed, none left behind
     return {

@@ -35,7 +35,7 @@ def per_rank_slice_loss(reference, batch, rank: int, world: int):
     """Tri-BCE weights depend on each rank's own batch, so the reference is the mean of the
     per-rank-slice losses (equal to the global-batch loss only without auxiliary logits)."""
     per_rank = [reference(rank_slice(batch, r, world)) for r in range(world)]
-    return torch.stack([loss for loss, _ in per_rank]).mean(), per_rank[rank][1].logits
+    return torch.stack([loss for loss, _ in per_rank]).mean(), per_rank[rank][1].predictions["label"]
 
 
 def train_both(runtime: Runtime, overrides: list[str], sharding_type: str) -> dict:

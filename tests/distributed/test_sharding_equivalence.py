@@ -35,6 +35,7 @@ CASES = [  # (sharding type, table optimizer)
     ("table_row_wise", "sgd"),
     ("row_wise", "rowwise_adagrad"),
     ("table_wise", "adagrad"),
+    ("data_parallel", "adagrad"),  # a replicated table gets the table optimizer, not the towers' (SGD here)
 ]
 
 

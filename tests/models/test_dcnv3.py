@@ -36,7 +36,7 @@ def test_shapes_with_per_feature_widths(dims):
     assert out.logits.shape == (8,) and set(out.aux_logits) == {"ecn", "lcn"}
     assert torch.allclose(out.logits, (out.aux_logits["ecn"] + out.aux_logits["lcn"]) / 2)
     loss, step = model(_batch())
-    assert step.logits.shape == (8,) and loss.ndim == 0
+    assert step.predictions["label"].shape == (8,) and loss.ndim == 0
     loss.backward()
     assert all(p.grad is not None for p in [*arch.ecn.parameters(), *arch.lcn.parameters()])
 
@@ -81,7 +81,7 @@ def test_tri_bce_adds_detached_branch_terms_and_ignores_padding():
         expected = expected + torch.clamp(branch - main, min=0) * branch
     loss, step = model(batch)
     assert torch.allclose(loss, expected) and loss >= main
-    assert torch.equal(step.logits, out.logits.detach())
+    assert torch.equal(step.predictions["label"], out.logits.detach())
     flipped = replace(batch, labels=torch.cat([batch.labels[:6], 1 - batch.labels[6:]]))
     assert torch.allclose(model(flipped)[0], loss)  # padding labels are ignored
 
@@ -100,14 +100,14 @@ def learn_planted_cross(model, steps=60, rows=256):
     train = [_planted(random_batch(FEATURES, 4, SIZES, rows, generator, max_ids_per_row=1)) for _ in range(8)]
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     model.eval()
-    before = _auc(model(test)[1].logits, test.labels)
+    before = _auc(model(test)[1].predictions["label"], test.labels)
     model.train()
     for step in range(steps):
         optimizer.zero_grad()
         model(train[step % len(train)])[0].backward()
         optimizer.step()
     model.eval()
-    return before, _auc(model(test)[1].logits, test.labels)
+    return before, _auc(model(test)[1].predictions["label"], test.labels)
 
 
 def _auc(logits, labels):

@@ -25,7 +25,7 @@ def test_shapes_with_per_feature_widths(structure, dims):
     batch = random_batch(FEATURES, 4, SIZES, 8, torch.Generator().manual_seed(0))
     assert arch.input_dim == 8 + sum(arch.sparse_arch.feature_dims)
     loss, out = model(batch)
-    assert out.logits.shape == (8,) and loss.ndim == 0
+    assert out.predictions["label"].shape == (8,) and loss.ndim == 0
     loss.backward()
     assert all(p.grad is not None for p in arch.blocks.parameters())
     mask_hidden = arch.blocks[0].mask[0].out_features

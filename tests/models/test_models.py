@@ -28,7 +28,7 @@ def test_dcnv2_with_per_feature_widths(kind, structure):
     assert arch.sparse_arch.feature_dims == [16, 8, 4]
     assert arch.input_dim == config.model.dense_arch[-1] + 16 + 8 + 4
     loss, out = model(_batch())
-    assert out.logits.shape == (8,) and loss.ndim == 0
+    assert out.predictions["label"].shape == (8,) and loss.ndim == 0
     loss.backward()
     assert all(p.grad is not None for p in arch.crossnet.parameters())
 
@@ -37,7 +37,7 @@ def test_dlrm_dot_interaction_shapes():
     config = resolve_config("tiny", ["model.name=dlrm", "model.dense_arch=16,8"])
     model = build_model(config, 4, FEATURES, SIZES, device="cpu")
     loss, out = model(_batch())
-    assert out.logits.shape == (8,)
+    assert out.predictions["label"].shape == (8,)
 
 
 def test_dlrm_rejects_per_feature_widths():
@@ -88,4 +88,4 @@ def test_dnn_baseline_takes_per_feature_widths():
     model = build_model(config, 4, FEATURES, SIZES, device="cpu")
     assert model.model.sparse_arch.feature_dims == [16, 8, 8]
     loss, out = model(_batch())
-    assert out.logits.shape == (8,) and torch.isfinite(loss)
+    assert out.predictions["label"].shape == (8,) and torch.isfinite(loss)

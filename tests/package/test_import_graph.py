@@ -67,6 +67,15 @@ def _graph() -> dict[str, set[str]]:
     return {name: {m for m in _imports(path) if m != name} for name, path in modules.items()}
 
 
+def test_no_import_against_the_flow():
+    upward = sorted(
+        f"{module} (layer {_layer(module)}) imports {target} (layer {_layer(target)})"
+        for module, targets in _graph().items() if module != "torchrec_app"
+        for target in targets if target != "torchrec_app" and _layer(target) > _layer(module)
+    )
+    assert not upward, "imports against the data flow:\n  " + "\n  ".join(upward)
+
+
 def test_no_import_cycle():
     edges = _graph()
     state: dict[str, int] = {}

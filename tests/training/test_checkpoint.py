@@ -1,5 +1,6 @@
 """Checkpoints on real gloo ranks: exact resume, resharding, crash safety, mismatch errors,
-export, and a SIGKILLed worker that torchrun restarts."""
+export, manifests, and a SIGKILLed worker that torchrun restarts. Damage and crafted
+payloads: test_checkpoint_integrity.py and test_checkpoint_security.py."""
 
 from __future__ import annotations
 
@@ -21,7 +22,15 @@ from torchrec_app.data.metadata import load_metadata
 from torchrec_app.data.reader import num_batches
 from torchrec_app.distributed.runtime import Runtime
 from torchrec_app.tools.export import export_checkpoint, read_unsharded
-from torchrec_app.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from torchrec_app.training.checkpoint import (
+    MANIFEST_FILE,
+    UnsafeCheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    verify_checkpoint,
+)
+from torchrec_app.training.checkpointer import WEIGHTS_ONLY
 from torchrec_app.training.run_dir import RunDir
 from torchrec_app.training.trainer import Trainer
 
@@ -44,23 +53,23 @@ def resume_and_crash_job(runtime: Runtime, data: str, root: str) -> dict:
 
     # A crash between shard writes: rank 1 fails while writing step 999; nothing may be renamed.
     trainer = _trainer(runtime, data, f"{root}/full", TRAIN)
-    state = trainer._checkpoint_state()
+    state = trainer.state_dict()
     if runtime.rank == 1:
-        state["train"]["poison"] = _FailsToSerialize()
+        state["progress"]["poison"] = _FailsToSerialize()
     crashed = False
     try:
-        save_checkpoint(trainer.checkpoint_root, 999, state, keep=0)
+        save_checkpoint(trainer.checkpointer.root, 999, state, keep=0)
     except CheckpointException:  # the injected failure, raised on every rank by DCP
         crashed = True
-    latest = latest_checkpoint(trainer.checkpoint_root)
-    trainer.load_checkpoint(latest, restore_position=True)  # still loadable
+    latest = latest_checkpoint(trainer.checkpointer.root)
+    trainer.checkpointer.load(latest, trainer)  # still loadable
     return {"full": full, "first": first, "second": second, "crashed": crashed, "latest": str(latest),
             "after_crash_step": trainer.step}
 
 
 def reshard_job(runtime: Runtime, data: str, checkpoint: str, sharding_type: str) -> dict:
     trainer = _trainer(runtime, data, f"{checkpoint}-load-{runtime.world_size}", TRAIN[:2] + [f"sharding.types={sharding_type}"])
-    trainer.load_checkpoint(Path(checkpoint), restore_position=False)
+    trainer.checkpointer.load(Path(checkpoint), trainer, parts=WEIGHTS_ONLY)
     names = [k for k in trainer.model.state_dict() if "embedding_bags" in k]
     expected = read_unsharded(Path(checkpoint), [f"model.{n}" for n in names])
     worst = 0.0
@@ -73,7 +82,7 @@ def reshard_job(runtime: Runtime, data: str, checkpoint: str, sharding_type: str
     if runtime.world_size == 1:
         wrong = _trainer(runtime, data, f"{checkpoint}-wrong", TRAIN[:2] + ["sparse.embedding_dim=4"])
         try:
-            wrong.load_checkpoint(Path(checkpoint), restore_position=False)
+            wrong.checkpointer.load(Path(checkpoint), wrong, parts=WEIGHTS_ONLY)
         except ConfigError as err:
             mismatch = str(err)
     return {"max_diff": worst, "types": set(trainer.plan.plan["model.sparse_arch.embedding_bag_collection"][t].sharding_type
@@ -137,6 +146,15 @@ def test_export_per_tensor_matches_single_file(runs, tmp_path):
         torch.testing.assert_close(torch.load(tmp_path / "per" / file, weights_only=True), single[name])
 
 
+def test_every_ranks_shards_are_in_the_manifest(runs):
+    root, _ = runs
+    checkpoint = latest_checkpoint(root / "full" / "checkpoints")
+    files = json.loads((checkpoint / MANIFEST_FILE).read_text())["files"]
+    assert {".metadata", "__0_0.distcp", "__1_0.distcp"} <= set(files)
+    assert set(files) == {p.name for p in checkpoint.iterdir()} - {MANIFEST_FILE}
+    verify_checkpoint(checkpoint)  # no process group: one process checks them all
+
+
 def test_tampered_metadata_is_refused(runs, tmp_path):
     import pickle
     import shutil
@@ -150,7 +168,8 @@ def test_tampered_metadata_is_refused(runs, tmp_path):
             return (os.system, ("echo pwned",))
 
     (bad / ".metadata").write_bytes(pickle.dumps(Evil()))
-    with pytest.raises(pickle.UnpicklingError, match="posix.system|os.system"):
+    (bad / MANIFEST_FILE).unlink()  # as an older checkpoint: the allow-list, not a checksum, refuses it
+    with pytest.raises(UnsafeCheckpointError, match=r"\.metadata: refers to posix\.system"):
         load_checkpoint(bad, {})
 
 

@@ -9,7 +9,7 @@
 For every case (recipe + overrides on N processes; see :mod:`torchrec_app.tools.bench.cases`)
 and every repeat, it trains ``--steps`` steps with ``torchrun ... -m torchrec_app.train``
 twice: end to end (reading Parquet; the first repeat also profiles a few steps for the
-step-time split) and on in-memory batches (``train.in_memory``, the ceiling). Cases are
+step-time split) and on in-memory batches (``bench.in_memory``, the ceiling). Cases are
 interleaved within each repeat. Without ``--data`` it trains on generated data (made
 once under ``data/generated/bench-<rows>``), which also gives the gap to the oracle AUC.
 Positional ``section.key=value`` overrides apply to every case. Writes into ``--out``:
@@ -68,19 +68,19 @@ def run_overrides(args: argparse.Namespace, kind: str, repeat: int) -> list[str]
 
     >>> ns = argparse.Namespace(steps=40, evals=4, profile_steps=5, target_auc=0.0)
     >>> run_overrides(ns, "ceiling", 0)[-2:]
-    ['train.in_memory=true', 'train.eval_every=0']
+    ['bench.in_memory=true', 'train.eval_every=0']
     """
     common = [f"train.max_steps={args.steps}", "train.epochs=1000", "train.progress_bar=false",
               "train.early_stop_patience=0", "checkpoint.at_end=false", "checkpoint.resume=false",
               "checkpoint.every=0"]  # fmt: skip
     if kind == "ceiling":
-        return [*common, "train.in_memory=true", "train.eval_every=0"]
+        return [*common, "bench.in_memory=true", "train.eval_every=0"]
     every = max(1, args.steps // args.evals) if args.evals else 0
     extra = [f"train.eval_every={every}"]
     if repeat == 0 and args.profile_steps and args.steps >= WARMUP_STEPS + 1 + args.profile_steps:
-        extra.append(f"train.profile_steps={args.profile_steps}")
+        extra.append(f"bench.profile_steps={args.profile_steps}")
     if args.target_auc:
-        extra.append(f"train.target_auc={args.target_auc}")
+        extra.append(f"bench.stop_at_auc={args.target_auc}")
     return [*common, *extra]
 
 

@@ -91,7 +91,8 @@ def write_explanation(trained: TrainedCross, scores: BlockScores, out: Path) -> 
 
 
 def run(args: argparse.Namespace, config: AppConfig) -> int:
-    trained = read_trained_cross(find_checkpoint(args.run, args.checkpoint), feature_order(args.data), args.layer)
+    checkpoint = find_checkpoint(args.run, args.checkpoint, config.checkpoint.verify_checksums)
+    trained = read_trained_cross(checkpoint, feature_order(args.data), args.layer)
     scores = block_scores(trained.weight, trained.layout)
     out = output_dir(args.out, trained)
     write_explanation(trained, scores, out)

@@ -98,14 +98,14 @@ def topology_spec(args: argparse.Namespace, config: AppConfig):
 
 def _run_plan(args: argparse.Namespace, config: AppConfig) -> int:
     from torchrec_app.tools.plan.fit import explain_no_fit, format_no_fit
-    from torchrec_app.tools.plan.model import build_planning_model, dataset_inputs, recipe_inputs
+    from torchrec_app.tools.plan.model import build_planning_model, planning_inputs
     from torchrec_app.tools.plan.planner_run import PlanDoesNotFit, quiet_torchrec, run_planner
     from torchrec_app.tools.plan.report import REPORT_FORMAT, REPORT_VERSION, build_report, report_to_dict
     from torchrec_app.tools.plan.text import format_report
 
     spec = topology_spec(args, config)
-    inputs = dataset_inputs(config, args.data) if args.data else recipe_inputs(config)
-    model, tables = build_planning_model(config, inputs)
+    metadata, source = planning_inputs(config, args.data)
+    model, tables = build_planning_model(config, metadata)
     constraints = build_constraints(config.sharding, tables, spec.device)
     with quiet_torchrec():
         topology = spec.build()
@@ -126,7 +126,7 @@ def _run_plan(args: argparse.Namespace, config: AppConfig) -> int:
     text = format_report(report, with_stats=not args.no_stats)
     sys.stdout.write(text)
     data = report_to_dict(report)
-    data["model_inputs"] = inputs.source
+    data["model_inputs"] = source
     data["planner_messages"] = planner_run.messages
     if args.json:
         write_json_atomic(args.json, data)

@@ -98,7 +98,7 @@ def budget_of(args: argparse.Namespace, flops_now: float) -> tuple[str, float]:
 
 
 def run(args: argparse.Namespace, config: AppConfig) -> int:
-    checkpoint = find_checkpoint(args.run, args.checkpoint)
+    checkpoint = find_checkpoint(args.run, args.checkpoint, config.checkpoint.verify_checksums)
     run_dir = run_dir_of(checkpoint)
     if run_dir is not None:
         config = load_run_config(run_dir)

@@ -63,7 +63,7 @@ def default() -> AppConfig:
         sparse=SparseConfig(embedding_dim=16),
         optim=OptimConfig(sparse="rowwise_adagrad", sparse_lr=0.02, dense="adagrad", dense_lr=0.01),
         # CTR models overfit after about an epoch: validate often, stop on validation, keep the best.
-        train=TrainConfig(batch_size=1024, epochs=3, eval_every=50, log_every=20, early_stop_patience=2),
+        train=TrainConfig(batch_size=1024, epochs=3, evals_per_epoch=4, log_every=20, early_stop_patience=2),
         data=ReaderConfig(max_ind_range=100_000),
     )
 
@@ -101,7 +101,7 @@ def tiny() -> AppConfig:
         model=replace(base.model, dense_arch=[16, 8], over_arch=[16, 1], cross=CrossConfig(kind="low_rank", num_layers=2, low_rank=8)),
         sparse=replace(base.sparse, embedding_dim=8, num_embeddings=[100, 50, 20, 10], num_dense=4),
         optim=replace(base.optim, sparse_lr=0.01, dense_lr=0.005),
-        train=replace(base.train, batch_size=64, epochs=1, eval_every=0, early_stop_patience=0, log_every=5, progress_bar=False),
+        train=replace(base.train, batch_size=64, epochs=1, evals_per_epoch=0, early_stop_patience=0, log_every=5, progress_bar=False),
         data=replace(base.data, shuffle_buffer_rows=1024, max_ind_range=1000),
     )
 

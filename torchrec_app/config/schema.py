@@ -157,7 +157,10 @@ class SparseConfig:
     pooling: str = "sum"
     """Pooling of multi-hot bags: sum or mean."""
     data_type: str = "fp32"
-    """Storage type of the table weights: fp32, fp16 or bf16 (fp16/bf16 halve table memory)."""
+    """Storage type of the table weights: fp32, fp16 or bf16 (fp16/bf16 halve table memory).
+    fp16/bf16 tables are never data-parallel (the dense optimizer would update them in half
+    precision: NaN), and bf16 trains only on cuda (FBGEMM has no CPU bf16 kernel); both are
+    checked against the plan and device at start-up (``distributed/sharders.py``)."""
     compress: dict[str, str] = field(default_factory=dict)
     """Per-feature table compression, e.g. {"C3": "qr:4:mult"}: full, hash:C (ceil(n/C) rows, ids
     collide), qr:C[:OP] (quotient-remainder, every id unique; OP mult, add or concat) or
@@ -280,7 +283,9 @@ class TrainConfig:
     max_steps: int = 0
     """Stop after this many steps (0: run all epochs)."""
     eval_every: int = 0
-    """Validate every this many steps (0: only after each epoch)."""
+    """Validate every this many steps (0: use evals_per_epoch)."""
+    evals_per_epoch: int = 0
+    """With eval_every=0: validate this many times per epoch, evenly spaced (0: once, at the epoch's end)."""
     log_every: int = 50
     """Write a metrics.jsonl line every this many steps."""
     seed: int = 0
@@ -288,34 +293,29 @@ class TrainConfig:
     pipeline: bool = True
     """Use TrainPipelineSparseDist (overlaps input all-to-all with compute)."""
     progress_bar: bool = True
-    """Print a tqdm progress bar on rank 0."""
+    """Show progress on rank 0: a tqdm bar on a terminal, a line every progress_seconds otherwise."""
+    progress_seconds: float = 30.0
+    """When stdout is not a terminal (torchx, schedulers, pipes): seconds between progress lines."""
     amp: str = ""
     """Autocast the model's forward to bf16 (empty: off); the loss stays fp32. bf16 needs
     no loss scaling (fp16 would), and runs on CPU as well as CUDA."""
     tf32: bool = True
     """On CUDA, let fp32 matmuls use TF32 tensor cores (no effect on CPU)."""
     early_stop_patience: int = 0
-    """Stop after this many validations in a row without a better validation logloss (0: never)."""
+    """Stop after this many validations in a row without improving the monitored validation
+    metric (the model family's, e.g. logloss for CTR) (0: never)."""
     restore_best: bool = True
     """With early stopping: keep the best validation's state (a checkpoint under <run>/best)
     and report the final metrics from it."""
-    # -- benchmark hooks (``torchrec-app bench``); the defaults leave training unchanged --
-    in_memory: bool = False
-    """Read each epoch's train batches into a list before its timed steps, so the same model
-    and plan step without reading (the throughput ceiling of ``torchrec-app bench``)."""
-    profile_steps: int = 0
-    """Profile this many steps (after a few warm-up steps) with torch.profiler and write the
-    step-time split by category to ``step_profile.json`` in the run directory (0: off)."""
-    target_auc: float = 0.0
-    """Stop training once a validation AUC reaches this (MLPerf style; needs eval_every; 0: off)."""
 
     def __post_init__(self) -> None:
         _check_positive("train", batch_size=self.batch_size, epochs=self.epochs, log_every=self.log_every)
         _check_choice("train", "amp", self.amp, AMP_DTYPES)
-        if self.eval_batch_size < 0 or self.max_steps < 0 or self.eval_every < 0 or self.early_stop_patience < 0:
-            raise ValueError("train.eval_batch_size, train.max_steps, train.eval_every and train.early_stop_patience must be >= 0")
-        if self.profile_steps < 0 or not 0.0 <= self.target_auc < 1.0:
-            raise ValueError("train.profile_steps must be >= 0 and train.target_auc in [0, 1)")
+        for name in ("eval_batch_size", "max_steps", "eval_every", "evals_per_epoch", "early_stop_patience"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.progress_seconds < 0:
+            raise ValueError(f"train.progress_seconds must be >= 0, got {self.progress_seconds}")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -333,10 +333,34 @@ class CheckpointConfig:
     load_from: str = ""
     """Before training, load model and optimizer state from this checkpoint directory
     (saved under any plan or world size); counters start at zero."""
+    verify_checksums: bool = True
+    """Check every checkpoint file's CRC-32 against the checkpoint's manifest before loading
+    (resume, load_from, export, explain). Sizes are always checked; turn this off only
+    for checkpoints so large that reading them twice matters."""
 
     def __post_init__(self) -> None:
         if self.every < 0 or self.keep < 0:
             raise ValueError("checkpoint.every and checkpoint.keep must be >= 0")
+
+
+@dataclass(kw_only=True, slots=True)
+class BenchConfig:
+    """Measurement hooks ``torchrec-app bench`` sets on its training runs (callbacks, not loop code).
+
+    The defaults attach nothing and leave training unchanged."""
+
+    in_memory: bool = False
+    """Read each segment's train batches into memory before its timed steps, so the same model
+    and plan step without reading (the throughput ceiling)."""
+    profile_steps: int = 0
+    """Profile this many steps (after a few warm-up steps) with torch.profiler and write the
+    step-time split by category to step_profile.json in the run directory (0: off)."""
+    stop_at_auc: float = 0.0
+    """Stop training once a validation AUC reaches this (MLPerf style; 0: off)."""
+
+    def __post_init__(self) -> None:
+        if self.profile_steps < 0 or not 0.0 <= self.stop_at_auc < 1.0:
+            raise ValueError("bench.profile_steps must be >= 0 and bench.stop_at_auc in [0, 1)")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -354,3 +378,4 @@ class AppConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     generate: GeneratorConfig = field(default_factory=GeneratorConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)

@@ -10,10 +10,17 @@ contribute nothing to the loss or the metrics. Fixed shapes also suit GPUs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from torchrec.streamable import Pipelineable
+
+from torchrec_app.config.data import ReaderConfig
+from torchrec_app.data.metadata import DatasetMetadata
 
 
 @dataclass
@@ -67,3 +74,48 @@ def pad_rows(num_rows: int, batch_size: int) -> int:
     (2, 0, 0)
     """
     return -num_rows % batch_size
+
+
+def criteo_batch_maker(meta: DatasetMetadata, config: ReaderConfig) -> tuple[list[str], Callable[[pa.Table | None, int], Batch]]:
+    """The columns a Criteo-kind dataset's batches read, and the function making a padded :class:`Batch`.
+
+    ``make_batch(table, batch_size)`` puts the ``n <= batch_size`` rows of ``table`` first
+    (weight 1) and pads to ``batch_size`` (weight 0, label 0, dense 0, empty bags). KJT
+    layout: keys are ``meta.sparse_features`` in order; values int64 (taken modulo
+    ``config.max_ind_range`` when set); lengths int32, one per row per feature,
+    feature-major; stride ``batch_size``.
+    """
+    features, dense_names, cap = list(meta.sparse_features), list(meta.dense_features), config.max_ind_range
+
+    def make_batch(table: pa.Table | None, size: int) -> Batch:
+        n = 0 if table is None else table.num_rows
+        dense = np.zeros((size, len(dense_names)), dtype=np.float32)
+        labels = np.zeros(size, dtype=np.float32)
+        weights = np.zeros(size, dtype=np.float32)
+        lengths = np.zeros((len(features), size), dtype=np.int32)
+        weights[:n] = 1.0
+        values = np.zeros(0, dtype=np.int64)
+        if n:
+            for j, name in enumerate(dense_names):
+                dense[:n, j] = table.column(name).to_numpy()
+            labels[:n] = table.column(meta.label).to_numpy()
+            if not meta.multi_hot:
+                values = np.empty((len(features), n), dtype=np.int64)
+                for f, name in enumerate(features):
+                    values[f] = table.column(name).to_numpy()
+                lengths[:, :n] = 1
+                values = values.reshape(-1)
+            else:
+                parts = []
+                for f, name in enumerate(features):
+                    column = table.column(name).combine_chunks()
+                    lengths[f, :n] = pc.fill_null(pc.list_value_length(column), 0).to_numpy()
+                    parts.append(pc.list_flatten(column).to_numpy().astype(np.int64))
+                values = np.concatenate(parts) if parts else values
+            if cap > 0:
+                np.remainder(values, cap, out=values)
+        kjt = KeyedJaggedTensor(keys=features, values=torch.from_numpy(values), lengths=torch.from_numpy(lengths.reshape(-1)))
+        return Batch(dense_features=torch.from_numpy(dense), sparse_features=kjt,
+                     labels=torch.from_numpy(labels), weights=torch.from_numpy(weights))  # fmt: skip
+
+    return [meta.label, *dense_names, *features], make_batch

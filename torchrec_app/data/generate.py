@@ -34,16 +34,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from torchrec_app.config.data import GeneratorConfig
+from torchrec_app.config.recipes import CRITEO_KAGGLE_NUM_EMBEDDINGS
 from torchrec_app.data.criteo_format import COLUMNS, DENSE_FEATURES, LABEL, SPARSE_FEATURES
 from torchrec_app.data.truth import write_truth
 from torchrec_app.metrics.binary import log_loss, roc_auc
 from torchrec_app.utils.fs import atomic_path
 
-#: Kaggle's full vocabulary sizes, capped by ``generate.max_cardinality``.
-KAGGLE_CARDINALITIES = [
-    1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194, 27,
-    14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572,
-]  # fmt: skip
 #: Approximate missing rates of Criteo Kaggle's columns.
 DENSE_MISSING = [0.45, 0.0, 0.21, 0.22, 0.03, 0.23, 0.04, 0.0005, 0.04, 0.45, 0.04, 0.77, 0.22]
 SPARSE_MISSING = [0, 0, 0.03, 0.03, 0, 0.12, 0, 0, 0, 0, 0, 0.03, 0, 0, 0, 0.03, 0, 0, 0.44, 0.44, 0.03, 0.76, 0, 0.03, 0.44, 0.44]
@@ -95,7 +91,7 @@ def split_sizes(rows: int) -> dict[str, int]:
 def build_click_model(config: GeneratorConfig) -> ClickModel:
     """Draw the model's parameters from ``config.seed`` and calibrate its scales."""
     rng = np.random.default_rng([config.seed, 0])
-    cards = [min(k, config.max_cardinality) for k in KAGGLE_CARDINALITIES]
+    cards = [min(k, config.max_cardinality) for k in CRITEO_KAGGLE_NUM_EMBEDDINGS]  # Kaggle's vocabularies, capped
     cdfs = []
     for k in cards:
         exponent = config.zipf_exponent * rng.uniform(0.85, 1.25)

@@ -5,7 +5,7 @@ dataset. Schema (``format_version`` 1)::
 
     {
       "format_version": 1,
-      "kind": "criteo",                        # dataset layout: criteo | sequences (picks the batch reader)
+      "kind": "criteo",                        # the layout of rows: which batch reader reads them
       "label": "label",
       "dense_features": ["I1", ..., "I13"],
       "sparse_features": ["C1", ..., "C26"],
@@ -20,7 +20,7 @@ dataset. Schema (``format_version`` 1)::
       "bad_rows_skipped": 0,
       "dense_transform": "log(1 + max(x, 0)), missing -> 0",
       "vocab_dir": "vocab",                    # per-feature vocabularies and counts
-      "extra": {}                              # the kind's own schema (sequences: docs/SEQUENTIAL.md)
+      "extra": {}                              # the kind's own schema (e.g. sequence features)
     }
 
 Parquet columns: ``label`` (int8), ``I1..I13`` (float32, transformed), ``C1..C26``

@@ -1,32 +1,40 @@
-"""Per-rank fixed-size batches from a preprocessed Parquet dataset.
+"""Per-rank fixed-size batches from a preprocessed Parquet dataset, seekable and resumable.
 
     meta = load_metadata(data_dir)
-    sizes = table_sizes(meta, config.data)                      # rows of each table
-    stream = read_batches(data_dir, "train", batch_size=1024, rank=r, world_size=w,
-                          config=config.data, shuffle=True, seed=0, epoch=e)
-    for batch in stream: ...                                    # len(stream) batches
+    reader = read_batches(data_dir, "train", batch_size=1024, rank=r, world_size=w,
+                          config=config.data, shuffle=True, seed=0)
+    for batch in reader.batches(epoch=e, start=k): ...        # len(reader) batches per epoch
+    train = TrainBatches(reader)                               # endless, Stateful: epoch and batch
+    for batch in train.take(n): ...
 
 Division of rows across ranks (the policy the trainer relies on):
 
 * The ``N`` rows of a split, in file order, are cut into ``world_size`` contiguous
   ranges; rank ``r`` reads rows ``[r N // W, (r + 1) N // W)`` (sizes differ by at most
   one). Each real row is read by exactly one rank per epoch.
-* Every rank yields ``ceil(ceil(N / W) / batch_size)`` batches, computed from
+* Every rank yields ``ceil(ceil(N / W) / batch_size)`` batches per epoch, computed from
   ``metadata.json`` alone, so all ranks step together and the embedding all-to-alls
   never wait on a rank that ran out. Every batch has exactly ``batch_size`` rows: a
   rank's last batch is padded, and a rank with fewer rows may end with a batch of
-  padding only. Padding rows have weight 0, label 0, dense 0 and empty bags (length 0 in
-  every feature); real rows have weight 1. Nothing is dropped or duplicated.
-* ``shuffle=True`` (training): the row-group pieces of the rank's range are read in an
-  order drawn from ``(seed, epoch, rank)`` and pass through a shuffle buffer of
-  ``config.shuffle_buffer_rows`` rows, so each epoch has a different order.
-  ``shuffle=False`` (evaluation): file order.
-* A background thread prepares ``config.prefetch_batches`` batches ahead.
-* ``config.max_ind_range > 0``: ids are taken modulo it here (vectorised), and
-  :func:`table_sizes` caps the tables to match.
+  padding only. Padding rows have weight 0 (what else they hold is the batch kind's
+  business: for Criteo label 0, dense 0 and empty bags). Nothing is dropped or duplicated.
 
-KJT layout: keys are ``meta.sparse_features`` in order; values int64; lengths int32
-(one per row per feature, feature-major), stride ``batch_size``.
+Order of rows in an epoch (``shuffle=True``, training): the rank's range is made of
+*pieces* (the parts of Parquet row groups inside it); their order is drawn from
+``(seed, epoch, rank)``, and the resulting sequence of rows is cut into *windows* of
+``config.shuffle_buffer_rows`` rows, each permuted by its own draw from
+``(seed, epoch, rank, window)``. Batch ``k`` is rows ``[k B, (k + 1) B)`` of that order.
+Because the order is a function of the metadata and the seed only, a reader can start
+at any batch of any epoch by reading just the window that holds it: resume **seeks**
+(:meth:`SplitReader.batches` ``start=``) instead of re-reading the batches already
+trained on. (The previous shuffle buffer mixed rows of neighbouring pieces the same way,
+but its state depended on every row read before.) ``shuffle=False`` (evaluation) or a
+window of 0 rows: file order.
+
+What a batch *is* depends on the dataset's ``kind`` (``metadata.json``): a registered
+:data:`BatchMaker` turns a ``pyarrow.Table`` of up to ``batch_size`` rows into a padded
+batch (:func:`register_batch_maker`; Criteo's is :func:`torchrec_app.data.batch.criteo_batch_maker`).
+A background thread prepares ``config.prefetch_batches`` batches ahead.
 """
 
 from __future__ import annotations
@@ -34,18 +42,30 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
-import pyarrow.compute as pc
+import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from torchrec_app.config.data import ReaderConfig
-from torchrec_app.data.batch import Batch
+from torchrec_app.data.batch import criteo_batch_maker
 from torchrec_app.data.metadata import DatasetMetadata, load_metadata
+
+#: ``make_batch(table, batch_size)``: up to ``batch_size`` rows (``None``: none) -> one padded batch.
+BatchMaker = Callable[[pa.Table | None, int], Any]
+#: dataset kind -> ``(metadata, reader config) -> (columns to read, BatchMaker)``
+BATCH_MAKERS: dict[str, Callable[[DatasetMetadata, ReaderConfig], tuple[list[str], BatchMaker]]] = {
+    "criteo": criteo_batch_maker,
+}
+
+
+def register_batch_maker(kind: str, factory: Callable[[DatasetMetadata, ReaderConfig], tuple[list[str], BatchMaker]]) -> None:
+    """Make datasets whose ``metadata.json`` says ``kind`` readable: ``factory(meta, config)`` returns
+    the Parquet columns to read and the function turning a table of them into a batch."""
+    BATCH_MAKERS[kind] = factory
 
 
 def table_sizes(meta: DatasetMetadata, config: ReaderConfig) -> dict[str, int]:
@@ -78,55 +98,6 @@ def num_batches(num_rows: int, batch_size: int, world_size: int) -> int:
     return -(-per_rank // batch_size)
 
 
-@dataclass(slots=True)
-class _Rows:
-    """A run of rows as numpy arrays (feature-major sparse)."""
-
-    dense: np.ndarray  # n x D float32
-    labels: np.ndarray  # n float32
-    onehot: np.ndarray | None  # F x n int64 (one-hot datasets)
-    values: list[np.ndarray] | None  # per feature, int64 (multi-hot datasets)
-    offsets: list[np.ndarray] | None  # per feature, n + 1 int64
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def slice(self, start: int, end: int) -> "_Rows":
-        if self.onehot is not None:
-            return _Rows(self.dense[start:end], self.labels[start:end], self.onehot[:, start:end], None, None)
-        values = [v[o[start] : o[end]] for v, o in zip(self.values, self.offsets)]
-        offsets = [o[start : end + 1] - o[start] for o in self.offsets]
-        return _Rows(self.dense[start:end], self.labels[start:end], None, values, offsets)
-
-    def take(self, index: np.ndarray) -> "_Rows":
-        if self.onehot is not None:
-            return _Rows(self.dense[index], self.labels[index], self.onehot[:, index], None, None)
-        values, offsets = [], []
-        for v, o in zip(self.values, self.offsets):
-            lengths = (o[1:] - o[:-1])[index]
-            new = np.zeros(len(index) + 1, dtype=np.int64)
-            np.cumsum(lengths, out=new[1:])
-            gather = np.repeat(o[:-1][index] - new[:-1], lengths) + np.arange(new[-1])
-            values.append(v[gather])
-            offsets.append(new)
-        return _Rows(self.dense[index], self.labels[index], None, values, offsets)
-
-    @staticmethod
-    def concat(parts: list["_Rows"]) -> "_Rows":
-        if len(parts) == 1:
-            return parts[0]
-        dense = np.concatenate([p.dense for p in parts])
-        labels = np.concatenate([p.labels for p in parts])
-        if parts[0].onehot is not None:
-            return _Rows(dense, labels, np.concatenate([p.onehot for p in parts], axis=1), None, None)
-        values, offsets = [], []
-        for f in range(len(parts[0].values)):
-            values.append(np.concatenate([p.values[f] for p in parts]))
-            shifts = np.cumsum([0] + [p.offsets[f][-1] for p in parts[:-1]])
-            offsets.append(np.concatenate([parts[0].offsets[f][:1]] + [p.offsets[f][1:] + s for p, s in zip(parts, shifts)]))
-        return _Rows(dense, labels, None, values, offsets)
-
-
 @dataclass(frozen=True, slots=True)
 class _Piece:
     """Rows ``[start, start + length)`` of row group ``group`` of file ``path``."""
@@ -137,8 +108,8 @@ class _Piece:
     length: int
 
 
-class BatchStream:
-    """The batches of one rank for one epoch of one split (see the module docstring)."""
+class SplitReader:
+    """The batches of one rank for one split, any epoch, from any batch (see the module docstring)."""
 
     def __init__(self, data_dir: str, split: str, *, batch_size: int, rank: int, world_size: int, config: ReaderConfig,
                  shuffle: bool, seed: int, epoch: int = 0):  # fmt: skip
@@ -147,160 +118,177 @@ class BatchStream:
         self.meta = load_metadata(data_dir)
         if split not in self.meta.split_rows:
             raise ValueError(f"{data_dir}: the dataset has no {split!r} split; it has {sorted(self.meta.split_rows)}")
+        if self.meta.kind not in BATCH_MAKERS:
+            raise ValueError(f"{data_dir}: dataset kind {self.meta.kind!r} has no batch reader; known: {sorted(BATCH_MAKERS)}")
         self.data_dir, self.split = data_dir, split
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.config, self.shuffle, self.seed, self.epoch = config, shuffle, seed, epoch
         self.start, self.end = rank_rows(self.meta.split_rows[split], rank, world_size)
         self._len = num_batches(self.meta.split_rows[split], batch_size, world_size)
+        self.columns, self.make_batch = BATCH_MAKERS[self.meta.kind](self.meta, config)
+        self._pieces_in_file_order: list[_Piece] | None = None
 
     def __len__(self) -> int:
         return self._len
 
     @property
     def num_rows(self) -> int:
-        """Real (weight 1) rows this rank yields."""
+        """Real (weight 1) rows this rank yields per epoch."""
         return self.end - self.start
 
-    def __iter__(self) -> Iterator[Batch]:
-        if self.config.prefetch_batches <= 0:
-            return self._batches()
-        return _prefetch(self._batches(), self.config.prefetch_batches)
+    def __iter__(self) -> Iterator[Any]:
+        """The batches of epoch ``self.epoch``, from the first."""
+        return self.batches(self.epoch)
 
-    # -- producing -------------------------------------------------------------------
+    def batches(self, epoch: int, start: int = 0) -> Iterator[Any]:
+        """Batches ``start .. len - 1`` of ``epoch``, reading only the rows they hold."""
+        if not 0 <= start <= self._len:
+            raise ValueError(f"batch {start} is outside an epoch of {self._len} batches")
+        batches = self._batches(epoch, start)
+        return _prefetch(batches, self.config.prefetch_batches) if self.config.prefetch_batches > 0 else batches
+
+    # -- the order of rows in an epoch ---------------------------------------------------
 
     def _pieces(self) -> list[_Piece]:
-        pieces, offset = [], 0
-        for entry in self.meta.files[self.split]:
-            if offset >= self.end:
-                break
-            if offset + entry.rows > self.start:
-                path = os.path.join(self.data_dir, entry.path)
-                metadata = pq.ParquetFile(path).metadata
-                group_start = offset
-                for g in range(metadata.num_row_groups):
-                    n = metadata.row_group(g).num_rows
-                    lo, hi = max(group_start, self.start), min(group_start + n, self.end)
-                    if lo < hi:
-                        pieces.append(_Piece(path, g, lo - group_start, hi - lo))
-                    group_start += n
-            offset += entry.rows
-        return pieces
+        if self._pieces_in_file_order is None:
+            pieces, offset = [], 0
+            for entry in self.meta.files[self.split]:
+                if offset >= self.end:
+                    break
+                if offset + entry.rows > self.start:
+                    path = os.path.join(self.data_dir, entry.path)
+                    metadata = pq.ParquetFile(path).metadata
+                    group_start = offset
+                    for g in range(metadata.num_row_groups):
+                        n = metadata.row_group(g).num_rows
+                        lo, hi = max(group_start, self.start), min(group_start + n, self.end)
+                        if lo < hi:
+                            pieces.append(_Piece(path, g, lo - group_start, hi - lo))
+                        group_start += n
+                offset += entry.rows
+            self._pieces_in_file_order = pieces
+        return self._pieces_in_file_order
 
-    def _read(self, piece: _Piece, files: dict[str, pq.ParquetFile]) -> _Rows:
-        if piece.path not in files:
-            files[piece.path] = pq.ParquetFile(piece.path)
-        table = files[piece.path].read_row_group(piece.group).slice(piece.start, piece.length)
-        meta = self.meta
-        dense = np.empty((table.num_rows, len(meta.dense_features)), dtype=np.float32)
-        for j, name in enumerate(meta.dense_features):
-            dense[:, j] = table.column(name).to_numpy()
-        labels = table.column(meta.label).to_numpy().astype(np.float32)
-        cap = self.config.max_ind_range
-        if not meta.multi_hot:
-            onehot = np.empty((len(meta.sparse_features), table.num_rows), dtype=np.int64)
-            for f, name in enumerate(meta.sparse_features):
-                onehot[f] = table.column(name).to_numpy()
-            if cap > 0:
-                np.remainder(onehot, cap, out=onehot)
-            return _Rows(dense, labels, onehot, None, None)
-        values, offsets = [], []
-        for name in meta.sparse_features:
-            column = table.column(name).combine_chunks()
-            lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy()
-            v = pc.list_flatten(column).to_numpy().astype(np.int64)
-            if cap > 0:
-                np.remainder(v, cap, out=v)
-            o = np.zeros(len(lengths) + 1, dtype=np.int64)
-            np.cumsum(lengths, out=o[1:])
-            values.append(v)
-            offsets.append(o)
-        return _Rows(dense, labels, None, values, offsets)
+    def _window_rows(self) -> int:
+        """Rows per shuffled window; 0 = file order, no permutation."""
+        return self.config.shuffle_buffer_rows if self.shuffle else 0
 
-    def _rows(self) -> Iterator[_Rows]:
-        """Rows of this rank's range, shuffled when training."""
+    def _epoch_pieces(self, epoch: int) -> list[_Piece]:
         pieces = self._pieces()
-        files: dict[str, pq.ParquetFile] = {}
-        buffer = self.config.shuffle_buffer_rows
-        if not self.shuffle or buffer == 0:
-            for piece in pieces:
-                yield self._read(piece, files)
+        if not self._window_rows():
+            return pieces
+        order = np.random.default_rng([self.seed, epoch, self.rank]).permutation(len(pieces))
+        return [pieces[i] for i in order]
+
+    def _tables(self, epoch: int, first_row: int) -> Iterator[pa.Table]:
+        """Consecutive runs of this epoch's row order, starting at position ``first_row``."""
+        pieces = self._epoch_pieces(epoch)
+        offsets = np.cumsum([0] + [p.length for p in pieces])
+        total = int(offsets[-1])
+        window = self._window_rows()
+        cache = _RowGroupCache(self.columns)
+        if not window:
+            for i, piece in enumerate(pieces):
+                lo = max(first_row - int(offsets[i]), 0)
+                if lo < piece.length:
+                    yield cache.read(piece, lo, piece.length - lo)
             return
-        rng = np.random.default_rng([self.seed, self.epoch, self.rank])
-        pool: list[_Rows] = []
-        pooled = 0
-        for i in rng.permutation(len(pieces)):
-            rows = self._read(pieces[i], files)
-            pool.append(rows)
-            pooled += len(rows)
-            if pooled >= buffer + self.batch_size:
-                merged = _Rows.concat(pool)
-                order = rng.permutation(pooled)
-                emit = ((pooled - buffer // 2) // self.batch_size) * self.batch_size
-                yield merged.take(order[:emit])
-                pool, pooled = [merged.take(order[emit:])], pooled - emit
-        if pooled:
-            merged = _Rows.concat(pool)
-            yield merged.take(rng.permutation(pooled))
+        for w in range(first_row // window, -(-total // window)):
+            begin, end = w * window, min((w + 1) * window, total)
+            parts = []
+            for i in range(int(np.searchsorted(offsets, begin, side="right")) - 1, len(pieces)):
+                if offsets[i] >= end:
+                    break
+                lo, hi = max(begin, int(offsets[i])), min(end, int(offsets[i + 1]))
+                parts.append(cache.read(pieces[i], lo - int(offsets[i]), hi - lo))
+            order = np.random.default_rng([self.seed, epoch, self.rank, w]).permutation(end - begin)
+            skip = max(first_row - begin, 0)
+            yield pa.concat_tables(parts).take(pa.array(order[skip:]))
 
-    def _batches(self) -> Iterator[Batch]:
-        size, emitted = self.batch_size, 0
-        pending: list[_Rows] = []
+    def _batches(self, epoch: int, start: int) -> Iterator[Any]:
+        size = self.batch_size
+        emitted = start
+        pending: list[pa.Table] = []
         pending_rows = 0
-        for rows in self._rows():
-            pending.append(rows)
-            pending_rows += len(rows)
-            if pending_rows < size:
-                continue
-            merged = _Rows.concat(pending)
-            whole = (pending_rows // size) * size
-            for start in range(0, whole, size):
-                yield self._to_batch(merged.slice(start, start + size))
+        if start * size < self.num_rows:
+            for table in self._tables(epoch, start * size):
+                pending.append(table)
+                pending_rows += table.num_rows
+                if pending_rows < size:
+                    continue
+                merged = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
+                whole = (pending_rows // size) * size
+                for offset in range(0, whole, size):
+                    yield self.make_batch(merged.slice(offset, size), size)
+                    emitted += 1
+                rest = merged.slice(whole)
+                pending, pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+            if pending_rows:
+                yield self.make_batch(pa.concat_tables(pending), size)
                 emitted += 1
-            rest = merged.slice(whole, pending_rows)
-            pending, pending_rows = ([rest] if len(rest) else []), len(rest)
-        if pending_rows:
-            yield self._to_batch(_Rows.concat(pending))
-            emitted += 1
         while emitted < self._len:  # ranks with fewer rows: batches of padding only
-            yield self._to_batch(None)
+            yield self.make_batch(None, size)
             emitted += 1
 
-    def _to_batch(self, rows: _Rows | None) -> Batch:
-        """A Batch of exactly ``batch_size`` rows: ``rows`` then padding (weight 0)."""
-        size, meta = self.batch_size, self.meta
-        n = 0 if rows is None else len(rows)
-        num_features = len(meta.sparse_features)
-        dense = np.zeros((size, len(meta.dense_features)), dtype=np.float32)
-        labels = np.zeros(size, dtype=np.float32)
-        weights = np.zeros(size, dtype=np.float32)
-        lengths = np.zeros((num_features, size), dtype=np.int32)
-        weights[:n] = 1.0
-        if rows is None:
-            values = np.zeros(0, dtype=np.int64)
-        else:
-            dense[:n] = rows.dense
-            labels[:n] = rows.labels
-            if rows.onehot is not None:
-                values = np.ascontiguousarray(rows.onehot).reshape(-1)
-                lengths[:, :n] = 1
-            else:
-                values = np.concatenate(rows.values) if num_features else np.zeros(0, np.int64)
-                for f, o in enumerate(rows.offsets):
-                    lengths[f, :n] = o[1:] - o[:-1]
-        kjt = KeyedJaggedTensor(
-            keys=list(meta.sparse_features),
-            values=torch.from_numpy(values),
-            lengths=torch.from_numpy(lengths.reshape(-1)),
-        )
-        return Batch(
-            dense_features=torch.from_numpy(dense),
-            sparse_features=kjt,
-            labels=torch.from_numpy(labels),
-            weights=torch.from_numpy(weights),
-        )
+
+class _RowGroupCache:
+    """Decoded row groups, the last few kept: neighbouring windows share a row group."""
+
+    def __init__(self, columns: list[str], keep: int = 2) -> None:
+        self.columns, self.keep = columns, keep
+        self.files: dict[str, pq.ParquetFile] = {}
+        self.groups: OrderedDict[tuple[str, int], pa.Table] = OrderedDict()
+
+    def read(self, piece: _Piece, offset: int, length: int) -> pa.Table:
+        """Rows ``[offset, offset + length)`` of ``piece``."""
+        key = (piece.path, piece.group)
+        if key not in self.groups:
+            if piece.path not in self.files:
+                self.files[piece.path] = pq.ParquetFile(piece.path)
+            self.groups[key] = self.files[piece.path].read_row_group(piece.group, columns=self.columns)
+            while len(self.groups) > self.keep:
+                self.groups.popitem(last=False)
+        return self.groups[key].slice(piece.start + offset, length)
 
 
-def _prefetch(batches: Iterator[Batch], depth: int) -> Iterator[Batch]:
+class TrainBatches:
+    """The train split as an endless stream of epochs, with its position (``Stateful``).
+
+    ``take(n)`` yields the next ``n`` batches, crossing epoch boundaries; the position
+    (epoch, batch in epoch) counts the batches handed out, so after a drained segment it
+    is exactly what was trained on. ``state_dict`` / ``load_state_dict`` save and restore
+    it; a restored stream seeks straight to its batch (see the module docstring).
+    """
+
+    def __init__(self, reader: SplitReader) -> None:
+        self.reader = reader
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self._live: Iterator[Any] | None = None  # the current epoch's iterator, kept across take() calls
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.reader)
+
+    def take(self, n: int) -> Iterator[Any]:
+        """The next ``n`` batches."""
+        for _ in range(n):
+            if self.batch_in_epoch >= len(self.reader):
+                self.epoch, self.batch_in_epoch, self._live = self.epoch + 1, 0, None
+            if self._live is None:
+                self._live = self.reader.batches(self.epoch, self.batch_in_epoch)
+            batch = next(self._live)
+            self.batch_in_epoch += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.batch_in_epoch, self._live = int(state["epoch"]), int(state["batch_in_epoch"]), None
+
+
+def _prefetch(batches: Iterator[Any], depth: int) -> Iterator[Any]:
     """Run ``batches`` in a background thread, ``depth`` batches ahead."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -341,12 +329,12 @@ def _prefetch(batches: Iterator[Batch], depth: int) -> Iterator[Batch]:
 
 
 def read_batches(data_dir: str, split: str, *, batch_size: int, rank: int, world_size: int, config: ReaderConfig,
-                 shuffle: bool, seed: int, epoch: int = 0) -> BatchStream:  # fmt: skip
-    """The batches of ``rank`` for one epoch of ``split`` (see the module docstring).
+                 shuffle: bool, seed: int, epoch: int = 0) -> SplitReader:  # fmt: skip
+    """The reader of ``rank`` for ``split``; iterating it yields epoch ``epoch`` (see the module docstring).
 
     Raises:
         FileNotFoundError / ValueError: no complete dataset in ``data_dir`` (names the
-            path), or no such split.
+            path), no such split, or a dataset kind without a batch reader.
     """
-    return BatchStream(data_dir, split, batch_size=batch_size, rank=rank, world_size=world_size, config=config,
+    return SplitReader(data_dir, split, batch_size=batch_size, rank=rank, world_size=world_size, config=config,
                        shuffle=shuffle, seed=seed, epoch=epoch)  # fmt: skip

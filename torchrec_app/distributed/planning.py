@@ -33,7 +33,7 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig
 
 from torchrec_app.config.errors import ConfigError
 from torchrec_app.config.schema import ShardingConfig
-from torchrec_app.distributed.sharders import build_sharders
+from torchrec_app.distributed.sharders import build_sharders, table_precision_problem
 
 GIB = 1024**3
 
@@ -74,6 +74,13 @@ def build_constraints(
     Sharding types come from ``sharding.per_table`` (else ``sharding.types``); the
     compute kernel from ``sharding.compute_kernel``, with ``CacheParams`` for
     ``fused_uvm_caching``. A type or kernel the device cannot run is a ``ConfigError``.
+    A table's data type narrows its types further (``sharders.table_precision_problem``):
+    fp16 / bf16 tables are never data-parallel, and bf16 tables do not train on cpu.
+
+    >>> from torchrec.modules.embedding_configs import DataType
+    >>> t = [EmbeddingBagConfig(name="t_a", feature_names=["a"], num_embeddings=10, embedding_dim=4, data_type=DataType.FP16)]
+    >>> "data_parallel" in build_constraints(ShardingConfig(), t, "cpu")["t_a"].sharding_types
+    False
     """
     names = [t.name for t in tables]
     unknown = sorted(set(config.per_table) - set(names))
@@ -83,6 +90,9 @@ def build_constraints(
     supported = sharder.sharding_types(compute_device)
     constraints: dict[str, ParameterConstraints] = {}
     for table in tables:
+        problem = table_precision_problem(table.data_type, None, compute_device)
+        if problem:
+            raise ConfigError(problem)
         allowed = config.per_table[table.name].split("|") if table.name in config.per_table else list(config.types)
         bad = [t for t in allowed if t not in supported]
         if bad:
@@ -90,6 +100,11 @@ def build_constraints(
                 f"table {table.name}: sharding type(s) {bad} cannot run on {compute_device}; "
                 f"supported there: {', '.join(supported)}"
             )
+        trainable = [t for t in (allowed or supported) if not table_precision_problem(table.data_type, t, compute_device)]
+        if not trainable:
+            raise ConfigError(f"table {table.name}: {table_precision_problem(table.data_type, (allowed or supported)[0], compute_device)}")
+        if len(trainable) < len(allowed or supported):
+            allowed = trainable
         kernel = config.compute_kernel
         if kernel:
             kernel_types = [t for t in (allowed or supported) if kernel in sharder.compute_kernels(t, compute_device)]
@@ -284,7 +299,8 @@ def check_plan_matches(plan: ShardingPlan, tables: Sequence[EmbeddingBagConfig],
     Checks: the plan shards exactly these tables; every shard lies inside its table and
     the shards cover its rows x dim once; every rank is < ``world_size``; data-parallel
     and row-wise tables span exactly ranks 0..world_size-1 (TorchRec needs one replica /
-    one row block per rank).
+    one row block per rank); no fp16 / bf16 table is data-parallel (it would train to NaN,
+    see ``sharders.table_precision_problem``).
 
     >>> from torchrec.modules.embedding_configs import EmbeddingBagConfig
     >>> t = [EmbeddingBagConfig(name="t_a", feature_names=["a"], num_embeddings=10, embedding_dim=4)]
@@ -320,6 +336,9 @@ def _table_problems(name: str, sharding: ParameterSharding, table: EmbeddingBagC
     bad_ranks = sorted({r for r in ranks if r >= world_size})
     if bad_ranks:
         problems.append(f"{name}: placed on rank(s) {bad_ranks}, but the world size is {world_size}")
+    precision = table_precision_problem(table.data_type, sharding.sharding_type, None)
+    if precision:
+        problems.append(f"{name}: {precision}")
     if sharding.sharding_type in ("data_parallel", "row_wise") and sorted(ranks) != list(range(world_size)) and not bad_ranks:
         problems.append(
             f"{name}: {sharding.sharding_type} needs one shard on each of the {world_size} ranks, "

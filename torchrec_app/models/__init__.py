@@ -1,6 +1,14 @@
-"""Model architectures; importing this package registers each one."""
+"""Model families; importing this package registers each one with the training loop.
 
+* CTR towers (DLRM, DCNv2, DCNv3, MaskNet, DNN) in ``towers/``, registered by name in
+  :mod:`.registry` and, through :data:`.ctr.CTR_TASK`, with the loop (:mod:`.task`).
+"""
+
+from torchrec_app.models.ctr import CTR_TASK
 from torchrec_app.models.registry import MODELS, build_ctr_model, register_model
+from torchrec_app.models.task import TASKS, Task, register_task, task_for
 from torchrec_app.models.towers import dcnv2, dcnv3, dlrm, dnn, masknet  # noqa: F401  (registration)
 
-__all__ = ["MODELS", "build_ctr_model", "register_model"]
+register_task(CTR_TASK, *MODELS)
+
+__all__ = ["CTR_TASK", "MODELS", "TASKS", "Task", "build_ctr_model", "register_model", "register_task", "task_for"]

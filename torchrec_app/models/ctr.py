@@ -1,8 +1,10 @@
-"""The trainable unit: a registered architecture plus the weighted click loss.
+"""The CTR task: a registered architecture plus the weighted click loss, scored by AUC / logloss.
 
 ``TrainPipelineSparseDist`` calls ``model(batch)`` and expects ``(loss, output)``; the
-loss is backpropagated and ``output`` returned to the loop. Padding rows (weight 0, see
-:mod:`torchrec_app.data.batch`) contribute nothing.
+loss is backpropagated and ``output`` (a :class:`~torchrec_app.models.task.ModelOutput`
+with one head, ``label``) returned to the loop. Padding rows (weight 0, see
+:mod:`torchrec_app.data.batch`) contribute nothing. :data:`CTR_TASK` registers every
+tower of :mod:`torchrec_app.models.registry` with the loop (see :mod:`torchrec_app.models.task`).
 
 An architecture returns logits ``B``, or, if it sets the class attribute
 ``has_aux_logits = True``, a :class:`TowerOutput` whose ``aux_logits`` are extra
@@ -26,8 +28,15 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
 from torchrec_app.config.schema import AppConfig
 from torchrec_app.data.batch import Batch
+from torchrec_app.data.metadata import DatasetMetadata
+from torchrec_app.data.reader import table_sizes
+from torchrec_app.metrics.binary import BinaryEvaluator
 from torchrec_app.models.registry import build_ctr_model
 from torchrec_app.models.sparse import SparseArch, build_feature_transform, build_tables
+from torchrec_app.models.task import ModelOutput, Task
+
+#: The one head of a CTR model (the Criteo ``label`` column).
+HEAD = "label"
 
 
 class TowerOutput(NamedTuple):
@@ -37,15 +46,6 @@ class TowerOutput(NamedTuple):
     """``B``: the prediction (what metrics and serving read)."""
     aux_logits: dict[str, torch.Tensor]
     """Branch name -> logits ``B``, each trained by its own weighted BCE term."""
-
-
-class StepOutput(NamedTuple):
-    """What one forward returns besides the loss (all detached)."""
-
-    loss: torch.Tensor
-    logits: torch.Tensor
-    labels: torch.Tensor
-    weights: torch.Tensor
 
 
 def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -79,7 +79,7 @@ class CTRModel(nn.Module):
 
     If the architecture declares ``has_aux_logits = True`` it returns a
     :class:`TowerOutput`, and each auxiliary logit adds its Tri-BCE term
-    (:func:`with_aux_losses`); ``StepOutput.logits`` is always the final prediction.
+    (:func:`with_aux_losses`); ``ModelOutput.predictions["label"]`` is always the final prediction.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -87,7 +87,7 @@ class CTRModel(nn.Module):
         self.model = model
         self.has_aux_logits = bool(getattr(model, "has_aux_logits", False))
 
-    def forward(self, batch: Batch) -> tuple[torch.Tensor, StepOutput]:
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, ModelOutput]:
         output = self.model(batch.dense_features, batch.sparse_features)
         if self.has_aux_logits:  # fixed at construction: static under torch.fx
             logits = output.logits
@@ -96,7 +96,9 @@ class CTRModel(nn.Module):
         else:
             logits = output
             loss = weighted_bce(logits, batch.labels, batch.weights)
-        return loss, StepOutput(loss.detach(), logits.detach(), batch.labels, batch.weights)
+        output = ModelOutput(loss=loss.detach(), weights=batch.weights, predictions={HEAD: logits.detach()},
+                             labels={HEAD: batch.labels})  # fmt: skip
+        return loss, output
 
 
 def build_model(
@@ -112,3 +114,18 @@ def build_model(
     transform = build_feature_transform(config.sparse, sparse_features, num_embeddings)
     sparse_arch = SparseArch(EmbeddingBagCollection(tables=tables, device=torch.device(device)), transform)
     return CTRModel(build_ctr_model(config.model, sparse_arch, num_dense))
+
+
+def build_ctr_task_model(config: AppConfig, metadata: DatasetMetadata, device: torch.device | str = "meta") -> CTRModel:
+    """The CTR model of a Criteo-kind dataset: its features, its tables capped as the reader caps ids."""
+    return build_model(config, metadata.dense_features, metadata.sparse_features, table_sizes(metadata, config.data), device)
+
+
+def make_ctr_evaluator(config: AppConfig, metadata: DatasetMetadata) -> BinaryEvaluator:
+    """Exact AUC / logloss / calibration of the click head over a whole split."""
+    return BinaryEvaluator()
+
+
+#: Every tower in the model registry trains and is scored as a click model.
+CTR_TASK = Task(name="ctr", data_kind="criteo", build_model=build_ctr_task_model, make_evaluator=make_ctr_evaluator,
+                monitor="logloss", higher_is_better=False)  # fmt: skip

@@ -4,6 +4,11 @@ Reads the model tensors of a DCP checkpoint without a process group and writes e
 one ``torch.save`` file (``--out model.pt``) or, for tables too big to hold together,
 one file per tensor (``--per-tensor --out DIR``, loaded one at a time, with an
 ``index.json``). Both load with ``torch.load(path, weights_only=True)``.
+
+Reading is as safe as training's (allow-listed metadata, ``weights_only`` tensors, one
+:class:`~torchrec_app.training.checkpoint.CheckpointError` naming the file on failure);
+``torchrec-app export`` verifies the checkpoint's manifest first
+(:func:`~torchrec_app.training.checkpoint.resolve_checkpoint`).
 """
 
 from __future__ import annotations
@@ -11,10 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-from torchrec_app.training.checkpoint import SafeFileSystemReader
+from torchrec_app.training.checkpoint import read_checkpoint_metadata, read_flat_state
 from torchrec_app.utils.fs import atomic_path, write_json_atomic
 
 MODEL_PREFIX = "model."
@@ -22,7 +26,7 @@ MODEL_PREFIX = "model."
 
 def model_tensor_specs(checkpoint: Path) -> dict[str, TensorStorageMetadata]:
     """Name -> stored size/dtype of every model tensor in ``checkpoint``."""
-    metadata = SafeFileSystemReader(checkpoint).read_metadata()
+    metadata = read_checkpoint_metadata(checkpoint)
     return {k: v for k, v in metadata.state_dict_metadata.items()
             if k.startswith(MODEL_PREFIX) and isinstance(v, TensorStorageMetadata)}
 
@@ -31,7 +35,7 @@ def read_unsharded(checkpoint: Path, names: list[str]) -> dict[str, torch.Tensor
     """Full (unsharded) tensors ``names`` from ``checkpoint``, read without a process group."""
     specs = model_tensor_specs(checkpoint)
     state = {name: torch.empty(tuple(specs[name].size), dtype=specs[name].properties.dtype) for name in names}
-    dcp.load(state, storage_reader=SafeFileSystemReader(checkpoint), no_dist=True)
+    read_flat_state(checkpoint, state, no_dist=True)
     return state
 
 

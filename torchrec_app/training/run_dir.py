@@ -16,7 +16,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from torchrec_app.utils.fs import write_json_atomic, write_text_atomic
+from torchrec_app.utils.fs import strict_json, write_json_atomic, write_text_atomic
+
+METRICS_FILE = "metrics.jsonl"
 
 
 class RunDir:
@@ -37,6 +39,18 @@ class RunDir:
             write_text_atomic(self.path / name, text)
 
     def log_metrics(self, record: dict[str, Any]) -> None:
+        """Append ``record`` as one strict-JSON line of ``metrics.jsonl``."""
         if self.enabled:
-            with open(self.path / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record, default=str) + "\n")
+            with open(self.path / METRICS_FILE, "a") as f:
+                f.write(json.dumps(strict_json(record), default=str, allow_nan=False) + "\n")
+
+    def drop_metrics_after(self, step: int) -> None:
+        """Forget the ``metrics.jsonl`` lines of steps after ``step``: a resumed run replays those
+        steps and logs them again, and each step must appear once."""
+        path = self.path / METRICS_FILE
+        if not self.enabled or not path.exists():
+            return
+        lines = path.read_text().splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+        if len(kept) != len(lines):
+            write_text_atomic(path, "".join(line + "\n" for line in kept))

@@ -1,61 +1,61 @@
-"""The training loop: build the sharded model, step through the data, evaluate, report.
+"""The one training loop, for every model family.
 
-    load metadata -> build model on meta -> register fused table optimizer
-      -> plan (collective) -> DistributedModelParallel -> dense optimizer + schedule
-      -> for each epoch: step through train batches (TrainPipelineSparseDist),
-         validating every ``train.eval_every`` steps -> validate and test -> summary
+    trainer = Trainer(config, runtime, data_dir, run_dir, callbacks)
+    summary = trainer.train()
+
+Set-up: the dataset's ``metadata.json`` → the model family's task
+(:func:`torchrec_app.models.task_for`) builds the model on ``meta`` →
+:func:`~torchrec_app.distributed.build.build_sharded_model` (fused table optimizer, plan,
+``DistributedModelParallel``) → dense optimizer and LR schedule → the train reader, the
+validator and the checkpointer. Then the loop::
+
+    restore (resume / load_from)
+    while step < max_steps and not stopping:
+        train until the next validation, checkpoint or the end   (TrainPipelineSparseDist)
+        check for non-finite values                             (all ranks)
+        validate if due                                         (Validator)
+        save if due                                             (Checkpointer)
+    save, restore the best state, final metrics, summary
+
+Training runs in *segments* that end where something reads or saves the state: each
+feeds the pipeline exactly the segment's batches, so the pipeline drains at its end and
+the reader's position equals the steps taken. The trainer is ``Stateful``: its
+``state_dict`` is the whole checkpoint (model, optimizers, LR schedule, reader position,
+validator, counters), so resuming is one load and continues exactly.
 
 Every rank runs the same number of steps: the reader pads the tail of each split
-(weight-0 rows) instead of dropping or repeating rows. Evaluation covers every real
-row of a split exactly once across ranks, and metrics are computed over all of them.
+(weight-0 rows) instead of dropping or repeating rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import json
 import os
 import resource
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
 from torchrec_app.config.schema import AppConfig
-from torchrec_app.data.batch import Batch
 from torchrec_app.data.metadata import load_metadata
-from torchrec_app.data.reader import read_batches, table_sizes
+from torchrec_app.data.reader import TrainBatches, read_batches
 from torchrec_app.data.truth import load_truth
-from torchrec_app.distributed.build import shard_model
-from torchrec_app.distributed.planning import (
-    build_constraints,
-    build_topology,
-    check_plan_matches,
-    load_plan,
-    plan_sharding,
-    plan_to_dict,
-    sharding_types_by_table,
-)
-from torchrec_app.distributed.runtime import Runtime, device_memory_gb
-from torchrec_app.distributed.sharders import build_sharders
-from torchrec_app.metrics.binary import EvalAccumulator
-from torchrec_app.models.ctr import StepOutput, build_model
-from torchrec_app.models.sparse import build_tables, parameters_by_table
-from torchrec_app.tools.bench.step_profile import StepProfiler
-from torchrec_app.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from torchrec_app.training.early_stopping import EarlyStopping
-from torchrec_app.training.optimizers import LRSchedule, apply_sparse_optimizer, build_optimizer, check_sparse_optimizer
+from torchrec_app.distributed.build import build_sharded_model
+from torchrec_app.distributed.planning import plan_to_dict, sharding_types_by_table
+from torchrec_app.distributed.runtime import Runtime
+from torchrec_app.models import task_for
+from torchrec_app.models.task import ModelOutput
+from torchrec_app.training.callbacks import Callback, Callbacks
+from torchrec_app.training.checkpointer import Checkpointer
+from torchrec_app.training.guard import NonFiniteGuard
+from torchrec_app.training.optimizers import build_lr_scheduler, build_optimizer
+from torchrec_app.training.progress import ProgressReporter
 from torchrec_app.training.run_dir import RunDir
-
-
-def _all_reduce(values: list[float], runtime: Runtime, op: dist.ReduceOp = dist.ReduceOp.SUM) -> list[float]:
-    tensor = torch.tensor(values, dtype=torch.float64, device=runtime.device)
-    dist.all_reduce(tensor, op=op)
-    return tensor.tolist()
+from torchrec_app.training.validator import Validator
 
 
 def peak_rss_mb() -> float:
@@ -64,346 +64,269 @@ def peak_rss_mb() -> float:
 
 
 class Trainer:
-    """Owns the sharded model, its optimizers and the loop over one dataset."""
+    """Owns the sharded model, its optimizers and the loop over one dataset (see the module docstring)."""
 
-    def __init__(self, config: AppConfig, runtime: Runtime, data_dir: Path, run_dir: RunDir) -> None:
-        self.config = config
-        self.runtime = runtime
-        self.data_dir = Path(data_dir)
-        self.run_dir = run_dir
-        self.metadata = load_metadata(self.data_dir)
-        self.table_sizes = table_sizes(self.metadata, config.data)
-
+    def __init__(self, config: AppConfig, runtime: Runtime, data_dir: Path, run_dir: RunDir,
+                 callbacks: list[Callback] | tuple[Callback, ...] = ()) -> None:  # fmt: skip
+        self.config, self.runtime, self.data_dir, self.run_dir = config, runtime, Path(data_dir), run_dir
+        self.callbacks = Callbacks(callbacks)
+        self.metadata = load_metadata(str(self.data_dir))
+        self.task = task_for(config.model.name)
+        if self.metadata.kind != self.task.data_kind:
+            raise ValueError(f"{self.data_dir}: a {self.metadata.kind!r} dataset, but model.name={config.model.name} "
+                             f"trains on {self.task.data_kind!r} data")  # fmt: skip
         torch.manual_seed(config.train.seed)
-        model = build_model(config, self.metadata.dense_features, self.metadata.sparse_features, self.table_sizes, "meta")
-        check_sparse_optimizer(config.optim, runtime.device.type)
-        apply_sparse_optimizer(model.model.sparse_arch.embedding_bag_collection, config.optim)
-        self.plan = self._make_plan(model)
-        sharders = build_sharders(config.sharding.qcomms_forward, config.sharding.qcomms_backward)
-        self.model = shard_model(model, runtime, self.plan, sharders)
+        model = self.task.build_model(config, self.metadata, "meta")
+        self.model, self.plan = build_sharded_model(model, runtime, sharding=config.sharding, optim=config.optim,
+                                                    batch_size=config.train.batch_size)  # fmt: skip
         if runtime.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = config.train.tf32
             torch.backends.cudnn.allow_tf32 = config.train.tf32
-        self.optimizer = build_optimizer(self.model, config.optim)
-        self.schedule = LRSchedule(self.optimizer, config.optim)
-        self.pipeline = (
-            TrainPipelineSparseDist(self.model, self.optimizer, runtime.device) if config.train.pipeline else None
+        self.guard = NonFiniteGuard(self.model, runtime.device)
+        data_parallel = {t for t, kind in sharding_types_by_table(self.plan).items() if kind == "data_parallel"}
+        self.optimizer = build_optimizer(self.model, config.optim, data_parallel, self.guard.check_gradients)
+        self.lr_scheduler = build_lr_scheduler(self.optimizer, config.optim)
+        self.pipeline = TrainPipelineSparseDist(self.model, self.optimizer, runtime.device) if config.train.pipeline else None
+
+        self.train_batches = TrainBatches(self._reader("train", train=True))
+        steps_per_epoch = self.train_batches.batches_per_epoch
+        self.max_steps = steps_per_epoch * config.train.epochs
+        if config.train.max_steps:
+            self.max_steps = min(self.max_steps, config.train.max_steps)
+        self.validator = Validator(
+            self.task, config.train, lambda: self.task.make_evaluator(config, self.metadata),
+            lambda split: self._reader(split, train=False), steps_per_epoch, run_dir.path / "best", self.log,
+            config.checkpoint.verify_checksums,
         )
-        # Position and counters: all of it is checkpointed, so a resumed run continues exactly.
+        self.checkpointer = Checkpointer(run_dir.path / "checkpoints", config.checkpoint, self.log)
+        if "valid" in self.metadata.split_rows and self.validator.next_due(0) > self.max_steps:
+            self.log(f"warning: no validation will run: the first is due at step {self.validator.next_due(0)} of a "
+                     f"{self.max_steps}-step run (train.eval_every={config.train.eval_every}, {steps_per_epoch} steps per "
+                     "epoch); early stopping and the best state need validations: use train.evals_per_epoch")  # fmt: skip
+        # Counters (all in the checkpoint). ``samples`` is global: updated at every segment's end.
         self.step = 0
-        self.epoch = 0
-        self.batch_in_epoch = 0
-        self.samples = 0  # real rows trained on by this rank since this process started
-        self.samples_before = 0  # global rows trained on before a resume
+        self.samples = 0
         self.train_seconds = 0.0
-        self.history: list[dict[str, Any]] = []
         self.resumed_from: str | None = None
-        self.early_stopping = EarlyStopping(config.train.early_stop_patience)
+        self.stop_reason: str | None = None
 
-    # -- set-up ---------------------------------------------------------------------
-    def _make_plan(self, model: torch.nn.Module):
-        cfg, rt = self.config, self.runtime
-        tables = build_tables(cfg.sparse, self.metadata.sparse_features, self.table_sizes)
-        if cfg.sharding.plan_file:  # the plan that `torchrec-app plan --json` showed, checked against our tables
-            plan = load_plan(cfg.sharding.plan_file, rt.device.type, rt.local_world_size)
-            check_plan_matches(plan, tables, rt.world_size)
-            return plan
-        hbm_gb = cfg.sharding.hbm_gb or device_memory_gb(rt.device)  # on CUDA, the real device's memory
-        topology = build_topology(rt.world_size, rt.device.type, rt.local_world_size, hbm_gb, cfg.sharding.ddr_gb)
-        constraints = build_constraints(cfg.sharding, tables, rt.device.type)
-        plan, _ = plan_sharding(model, topology, cfg.train.batch_size, constraints, dist.GroupMember.WORLD)
-        return plan
+    # -- state -------------------------------------------------------------------------------
 
-    def _batches(self, split: str, train: bool, epoch: int = 0) -> Iterable[Batch]:
-        cfg = self.config
-        batch_size = cfg.train.batch_size if train else (cfg.train.eval_batch_size or cfg.train.batch_size)
-        return read_batches(
-            self.data_dir, split, batch_size=batch_size, rank=self.runtime.rank, world_size=self.runtime.world_size,
-            config=cfg.data, shuffle=train, seed=cfg.train.seed, epoch=epoch,
-        )
+    def state_dict(self) -> dict[str, Any]:
+        """The whole training state. Plain values are the same on every rank (DCP stores them once)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "train_batches": self.train_batches.state_dict(),
+            "validator": self.validator.state_dict(),
+            "progress": {"step": self.step, "samples": self.samples, "train_seconds": self.train_seconds},
+        }
 
-    # -- stepping -------------------------------------------------------------------
-    def _step_without_pipeline(self, batches: Iterator[Batch]) -> StepOutput:
-        batch = next(batches).to(self.runtime.device)
+    def load_state_dict(self, state: dict[str, Any], skipped: list[str] | None = None) -> None:
+        """Restore what ``state`` holds: all of :meth:`state_dict`, or only model and optimizer (``load_from``)."""
+        self.model.load_state_dict(state["model"])
+        if not skipped:  # else the optimizer tensors that fit were filled in place; the rest start fresh
+            self.optimizer.load_state_dict(state["optimizer"])
+        if "progress" in state:
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+            self.train_batches.load_state_dict(state["train_batches"])
+            self.validator.load_state_dict(state["validator"])
+            progress = state["progress"]
+            self.step, self.samples = int(progress["step"]), int(progress["samples"])
+            self.train_seconds = float(progress["train_seconds"])
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def train(self) -> dict[str, Any]:
+        """Train to ``max_steps`` (or an early stop), then evaluate and write ``summary.json``."""
+        self._write_setup_files()
+        self.resumed_from = self.checkpointer.restore(self)
+        if self.resumed_from:
+            self.log(f"resumed from {self.resumed_from} at step {self.step}")
+            self.run_dir.drop_metrics_after(self.step)  # steps replayed after a crash are logged once
+        self.progress = ProgressReporter(self.max_steps, self.step, self.train_batches.batches_per_epoch,
+                                         self.runtime.is_main and self.config.train.progress_bar,
+                                         self.config.train.progress_seconds)  # fmt: skip
+        self.callbacks.on_train_start(self)
+        while self.step < self.max_steps and not self._stopping:
+            until = min(self.max_steps, self.validator.next_due(self.step), self.checkpointer.next_due(self.step))
+            self.train_until(int(until))
+            self.guard.check()
+            if self.validator.is_due(self.step):
+                self._validate()
+            if self.checkpointer.is_due(self.step) and self.step < self.max_steps and not self._stopping:
+                self.checkpointer.save(self.step, self)
+        self.progress.close()
+        if self.config.checkpoint.at_end:
+            self.checkpointer.save(self.step, self)
+        return self.finish()
+
+    @property
+    def _stopping(self) -> bool:
+        return self.stop_reason is not None or self.validator.should_stop
+
+    def request_stop(self, reason: str) -> None:
+        """Stop after the current segment (a callback's way to end training)."""
+        self.stop_reason = reason
+
+    def train_until(self, step: int) -> None:
+        """Take training steps up to ``step``; the pipeline drains at the end."""
+        batches = self.callbacks.wrap_batches(self.train_batches.take(step - self.step))
+        interval = _Interval(self.runtime.device)
+        start = time.perf_counter()
+        for output in self._steps(batches):
+            self.step += 1
+            self.guard.observe(self.step, output.loss)
+            interval.add(output)
+            self.progress.advance(self.step)
+            self.callbacks.on_step(self, output)
+            if self.step % self.config.train.log_every == 0 or self.step == self.max_steps:
+                self._log_interval(interval)
+        self.train_seconds += time.perf_counter() - start
+        self.samples += int(self._all_reduce(interval.segment_samples))
+
+    def _steps(self, batches: Iterator[Any]) -> Iterator[ModelOutput]:
+        """One ``ModelOutput`` per optimizer step over ``batches``."""
+        amp = torch.autocast(self.runtime.device.type, dtype=torch.bfloat16, enabled=self.config.train.amp == "bf16")
+        while True:
+            try:
+                with amp:
+                    if self.pipeline is not None:
+                        output = self.pipeline.progress(batches)
+                    else:
+                        output = self._step_without_pipeline(next(batches))
+            except StopIteration:
+                return
+            self.lr_scheduler.step()
+            yield output
+
+    def _step_without_pipeline(self, batch: Any) -> ModelOutput:
         self.optimizer.zero_grad()
-        loss, output = self.model(batch)
+        loss, output = self.model(batch.to(self.runtime.device))
         loss.backward()
         self.optimizer.step()
         return output
 
-    def _autocast(self):
-        """bf16 autocast of the forward when ``train.amp=bf16``; a no-op context otherwise."""
-        return torch.autocast(self.runtime.device.type, dtype=torch.bfloat16, enabled=self.config.train.amp == "bf16")
+    def _validate(self) -> None:
+        model = self.pipeline.detach() if self.pipeline is not None else self.model
+        extra = {"samples": self.samples, "train_seconds": self.train_seconds}
+        with torch.autocast(self.runtime.device.type, dtype=torch.bfloat16, enabled=self.config.train.amp == "bf16"):
+            record = self.validator.validate(model, self.step, self.train_batches.epoch, extra)
+        self.run_dir.log_metrics(record)
+        self.callbacks.on_validation(self, {k.removeprefix("valid_"): v for k, v in record.items()})
 
-    def _train_steps(self, batches: Iterator[Batch], on_step) -> None:
-        """Step until ``batches`` is exhausted (the pipeline drains its in-flight batches)."""
-        while True:
-            try:
-                with self._autocast():
-                    output = self.pipeline.progress(batches) if self.pipeline else self._step_without_pipeline(batches)
-            except StopIteration:
-                return
-            self.schedule.step()
-            self.step += 1
-            on_step(output)
-
-    def evaluate(self, split: str) -> dict[str, float]:
-        """AUC / logloss over every row of ``split``, across all ranks."""
-        model = self.pipeline.detach() if self.pipeline else self.model
-        model.eval()
-        accumulator = EvalAccumulator()
-        with torch.no_grad(), self._autocast():
-            for batch in self._batches(split, train=False):
-                _, output = model(batch.to(self.runtime.device))
-                accumulator.add(output.logits, output.labels, output.weights)
-        model.train()
-        return accumulator.compute()
-
-    # -- checkpoints ----------------------------------------------------------------
-    @property
-    def checkpoint_root(self) -> Path:
-        return self.run_dir.path / "checkpoints"
-
-    def _global_samples(self) -> int:
-        return self.samples_before + int(_all_reduce([float(self.samples)], self.runtime)[0])
-
-    def _checkpoint_state(self) -> dict[str, Any]:
-        # Plain values are stored once (DCP de-duplicates them), so they must be global.
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "train": {
-                "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                "samples": self._global_samples(), "train_seconds": self.train_seconds,
-                "schedule_step": self.schedule.step_count, "history": json.dumps(self.history),
-            },
-        }
-
-    def save_checkpoint(self) -> Path:
-        """Save the full training state as a checkpoint of the current step (collective)."""
-        return save_checkpoint(self.checkpoint_root, self.step, self._checkpoint_state(), self.config.checkpoint.keep)
-
-    def load_checkpoint(self, path: Path, restore_position: bool) -> None:
-        """Load a checkpoint's model and optimizer state (and, to resume, its position)."""
-        state, skipped = load_checkpoint(Path(path), self._checkpoint_state())
-        self.model.load_state_dict(state["model"])
-        if skipped:  # the rest of the optimizer state was filled in place
-            if self.runtime.is_main:
-                print(f"warning: {len(skipped)} optimizer state tensor(s) in {path} do not fit this plan's layout "
-                      f"and start fresh, e.g. {skipped[0]}", flush=True)
-        else:
-            self.optimizer.load_state_dict(state["optimizer"])
-        if restore_position:
-            train = state["train"]
-            self.step, self.epoch, self.batch_in_epoch = int(train["step"]), int(train["epoch"]), int(train["batch_in_epoch"])
-            self.samples_before, self.samples = int(train["samples"]), 0
-            self.train_seconds = float(train["train_seconds"])
-            self.history = json.loads(train["history"])
-            self.schedule.step_count = int(train["schedule_step"])
-            self.schedule.step_count -= 1
-            self.schedule.step()  # re-applies the learning rates of the restored step
-        self.resumed_from = str(path)
-
-    def _restore(self) -> None:
-        ckpt = self.config.checkpoint
-        latest = latest_checkpoint(self.checkpoint_root) if ckpt.resume else None
-        if latest is not None:
-            self.load_checkpoint(latest, restore_position=True)
-        elif ckpt.load_from:
-            self.load_checkpoint(Path(ckpt.load_from), restore_position=False)
-        if self.resumed_from and self.runtime.is_main:
-            print(f"resumed from {self.resumed_from} at step {self.step}", flush=True)
-
-    # -- the loop -------------------------------------------------------------------
-    def train(self) -> dict[str, Any]:
-        """Train to the end of the configured epochs / steps, then evaluate and summarise."""
-        cfg, rt = self.config, self.runtime
-        self._write_setup_files()
-        self._restore()
-        steps_per_epoch = len(self._batches("train", train=True))
-        total_steps = steps_per_epoch * cfg.train.epochs
-        if cfg.train.max_steps:
-            total_steps = min(total_steps, cfg.train.max_steps)
-        progress = _progress_bar(total_steps, self.step, enabled=rt.is_main and cfg.train.progress_bar)
-        interval = {"loss": 0.0, "steps": 0, "samples": 0, "start": time.perf_counter()}
-        profiler = StepProfiler(cfg.train.profile_steps)  # bench hook; a no-op at 0
-
-        def on_step(output: StepOutput) -> None:
-            real = float(output.weights.sum())
-            self.samples += int(real)
-            interval["loss"] += float(output.loss)
-            interval["steps"] += 1
-            interval["samples"] += real
-            progress.update(1)
-            profiler.step()
-            if self.step % cfg.train.log_every == 0 or self.step == total_steps:
-                self._log_interval(interval, progress)
-
-        has_valid = "valid" in self.metadata.split_rows
-        eval_every, save_every = cfg.train.eval_every, cfg.checkpoint.every
-        profiler.start()
-        while self.step < total_steps:
-            batches = iter(self._batches("train", train=True, epoch=self.epoch))
-            for _ in itertools.islice(batches, self.batch_in_epoch):
-                pass  # resuming mid-epoch: skip the batches already trained on
-            if cfg.train.in_memory:  # bench hook: read this epoch's remaining steps now, untimed
-                batches = iter(list(itertools.islice(batches, total_steps - self.step)))
-            batches = profiler.wrap(batches)
-            while self.step < total_steps:
-                stop_at = min(total_steps, self.step - self.batch_in_epoch + steps_per_epoch,
-                              *(_next_multiple(self.step, n) for n in (eval_every, save_every) if n))
-                before = self.step
-                start = time.perf_counter()
-                self._train_steps(itertools.islice(batches, stop_at - self.step), on_step)
-                self.train_seconds += time.perf_counter() - start
-                self.batch_in_epoch += self.step - before
-                epoch_done = self.batch_in_epoch >= steps_per_epoch or self.step < stop_at
-                if epoch_done:
-                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                if has_valid and (eval_every and self.step % eval_every == 0
-                                  or not eval_every and epoch_done and self.step < total_steps):
-                    metrics = self._record_eval("valid", self.epoch - epoch_done)
-                    if cfg.train.target_auc and metrics["auc"] >= cfg.train.target_auc:
-                        total_steps = self.step  # bench hook: reached the target, stop here
-                    if self._early_stop_check(metrics):
-                        total_steps = self.step
-                if save_every and self.step % save_every == 0 and self.step < total_steps:
-                    self.save_checkpoint()
-                if epoch_done:
-                    break
-        progress.close()
-        profiler.stop()
-        self._write_step_profile(profiler)
-        if cfg.checkpoint.at_end:
-            self.save_checkpoint()
-        self._restore_best()
-        return self._finish()
-
-    # -- early stopping -------------------------------------------------------------
-    @property
-    def best_root(self) -> Path:
-        return self.run_dir.path / "best"
-
-    def _early_stop_check(self, validation: dict[str, float]) -> bool:
-        """Record a validation; keep its state if it is the best; True when training should stop."""
-        improved = self.early_stopping.update(self.step, validation["logloss"])
-        if improved and self.early_stopping.patience and self.config.train.restore_best:
-            save_checkpoint(self.best_root, self.step, self._checkpoint_state(), keep=1)
-        return self.early_stopping.should_stop
-
-    def _restore_best(self) -> None:
-        """With early stopping, go back to the best validation's weights for the final evaluation."""
-        best = self.early_stopping.best_step
-        if not (self.early_stopping.patience and self.config.train.restore_best) or best in (None, self.step):
-            return
-        state, _ = load_checkpoint(latest_checkpoint(self.best_root), self._checkpoint_state())
-        self.model.load_state_dict(state["model"])
-        if self.runtime.is_main:
-            print(f"restored the best validation state (step {best}, logloss {self.early_stopping.best_logloss:.4f})", flush=True)
-
-    def _log_interval(self, interval: dict[str, Any], progress) -> None:
-        loss_sum, samples = _all_reduce([interval["loss"], interval["samples"]], self.runtime)
-        elapsed = time.perf_counter() - interval["start"]
+    def _log_interval(self, interval: "_Interval") -> None:
+        self.guard.check()
+        loss_sum, samples = self._all_reduce(interval.loss_sum, interval.samples)
+        elapsed = time.perf_counter() - interval.start
         record = {
             "step": self.step,
-            "loss": loss_sum / max(1, interval["steps"] * self.runtime.world_size),
+            "loss": loss_sum / max(1, interval.steps * self.runtime.world_size),
             "samples_per_second": samples / elapsed if elapsed > 0 else 0.0,
-            "lr": self.schedule.last_lr,
+            "lr": self.lr_scheduler.get_last_lr()[0],
         }
         self.run_dir.log_metrics(record)
-        progress.set_postfix(loss=f"{record['loss']:.4f}", sps=f"{record['samples_per_second']:.0f}")
-        interval.update(loss=0.0, steps=0, samples=0, start=time.perf_counter())
+        self.progress.show(record)
+        interval.reset()
 
-    def _record_eval(self, split: str, epoch: int) -> dict[str, float]:
-        metrics = self.evaluate(split)
-        record = {"step": self.step, "epoch": epoch, f"{split}_auc": metrics["auc"], f"{split}_logloss": metrics["logloss"],
-                  "samples": self._global_samples(), "train_seconds": self.train_seconds}  # fmt: skip
-        self.history.append(record)
-        self.run_dir.log_metrics(record)
-        if self.runtime.is_main:
-            print(f"[step {self.step}] {split}: auc={metrics['auc']:.4f} logloss={metrics['logloss']:.4f} ({metrics['rows']} rows)", flush=True)
-        return metrics
+    def _all_reduce(self, *values: torch.Tensor | float, op: dist.ReduceOp = dist.ReduceOp.SUM) -> Any:
+        tensor = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.runtime.device).reshape(())
+                              for v in values])  # fmt: skip
+        dist.all_reduce(tensor, op=op)
+        result = tensor.tolist()
+        return result[0] if len(values) == 1 else result
 
-    def _write_step_profile(self, profiler: StepProfiler) -> None:
-        """Bench hook: every rank's step-time split (``train.profile_steps``) into ``step_profile.json``."""
-        if not self.config.train.profile_steps:
-            return
-        per_rank = [profiler.result]
-        if self.runtime.world_size > 1:
-            per_rank = [None] * self.runtime.world_size
-            dist.all_gather_object(per_rank, profiler.result)
-        self.run_dir.write_json("step_profile.json", {"profile_steps": self.config.train.profile_steps, "ranks": per_rank})
+    # -- the end -----------------------------------------------------------------------------
+
+    def finish(self) -> dict[str, Any]:
+        """Final metrics (from the best state when early stopping keeps one) and ``summary.json``."""
+        rt = self.runtime
+        model = self.pipeline.detach() if self.pipeline is not None else self.model
+        splits = [s for s in ("valid", "test") if s in self.metadata.split_rows]
+        final = self.validator.final_metrics(model, self.step, splits)
+        train_seconds, rss = self._all_reduce(self.train_seconds, peak_rss_mb(), op=dist.ReduceOp.MAX)
+        steps_per_epoch = self.train_batches.batches_per_epoch
+        summary: dict[str, Any] = {
+            "recipe": self.config.recipe,
+            "model": self.config.model.name,
+            "task": self.task.name,
+            "world_size": rt.world_size,
+            "backend": rt.backend,
+            "device": str(rt.device.type),
+            "steps": self.step,
+            "epochs_trained": round(self.step / steps_per_epoch, 3),
+            "samples": int(self.samples),
+            "train_seconds": train_seconds,
+            "samples_per_second": self.samples / train_seconds if train_seconds > 0 else 0.0,
+            "peak_rss_mb": rss,
+            "sharding_types": sharding_types_by_table(self.plan),
+            "restarts": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")),
+            "resumed_from": self.resumed_from,
+            "early_stopped": self.validator.should_stop,
+            "stop_reason": self.stop_reason or ("early stopping" if self.validator.should_stop else None),
+            "best_step": self.validator.best_step,
+            "best_epoch": None if self.validator.best_step is None else (self.validator.best_step - 1) // steps_per_epoch,
+            "monitor": self.task.monitor,
+        }
+        truth = load_truth(str(self.data_dir)) or {}
+        for split in ("valid", "test"):
+            metrics = final.get(split)
+            for name, value in (metrics or {}).items():
+                summary[f"{split}_{name}"] = value
+            if metrics is None:
+                summary.update({f"{split}_auc": None, f"{split}_logloss": None, f"{split}_rows": 0})
+            oracle = truth.get("oracle", {}).get(split) or {}
+            if metrics and oracle.get("auc") is not None and "auc" in metrics:
+                summary[f"{split}_oracle_auc"] = oracle["auc"]
+                summary[f"{split}_oracle_logloss"] = oracle["logloss"]
+                summary[f"{split}_auc_gap_to_oracle"] = oracle["auc"] - metrics["auc"]
+        if rt.device.type == "cuda":
+            summary["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(rt.device) / 2**20
+        summary["history"] = self.validator.history
+        self.callbacks.on_train_end(self, summary)
+        self.run_dir.write_json("summary.json", summary)
+        return summary
+
+    # -- small things ------------------------------------------------------------------------
+
+    def _reader(self, split: str, train: bool):
+        cfg = self.config.train
+        batch_size = cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size)
+        return read_batches(str(self.data_dir), split, batch_size=batch_size, rank=self.runtime.rank,
+                            world_size=self.runtime.world_size, config=self.config.data, shuffle=train,
+                            seed=cfg.seed)  # fmt: skip
 
     def _write_setup_files(self) -> None:
         self.run_dir.write_json("config.json", dataclasses.asdict(self.config))
         self.run_dir.write_text("plan.txt", str(self.plan) + "\n")
         self.run_dir.write_json("plan.json", plan_to_dict(self.plan))
 
-    def _finish(self) -> dict[str, Any]:
-        rt = self.runtime
-        samples = self._global_samples()
-        (train_seconds, rss) = _all_reduce([self.train_seconds, peak_rss_mb()], rt, dist.ReduceOp.MAX)
-        summary: dict[str, Any] = {
-            "recipe": self.config.recipe,
-            "model": self.config.model.name,
-            "world_size": rt.world_size,
-            "backend": rt.backend,
-            "device": str(rt.device.type),
-            "steps": self.step,
-            "samples": int(samples),
-            "train_seconds": train_seconds,
-            "samples_per_second": samples / train_seconds if train_seconds > 0 else 0.0,
-            "peak_rss_mb": rss,
-            "sharding_types": sharding_types_by_table(self.plan),
-            "restarts": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")),
-            "resumed_from": self.resumed_from,
-            "early_stopped": self.early_stopping.should_stop,
-            "best_step": self.early_stopping.best_step,
-            "in_memory": self.config.train.in_memory,
-        }
-        target = self.config.train.target_auc
-        if target:  # bench hook: the first validation that reached the target, if any
-            summary["target_auc"] = target
-            summary["target_reached"] = next((r for r in self.history if r.get("valid_auc", 0.0) >= target), None)
-        truth = load_truth(self.data_dir) or {}
-        for split in ("valid", "test"):
-            metrics = self._record_eval(split, self.config.train.epochs - 1) if split in self.metadata.split_rows else None
-            summary[f"{split}_auc"] = metrics["auc"] if metrics else None
-            summary[f"{split}_logloss"] = metrics["logloss"] if metrics else None
-            summary[f"{split}_rows"] = metrics["rows"] if metrics else 0
-            oracle = _oracle(truth, split)
-            if metrics and oracle:
-                summary[f"{split}_oracle_auc"] = oracle["auc"]
-                summary[f"{split}_oracle_logloss"] = oracle["logloss"]
-                summary[f"{split}_auc_gap_to_oracle"] = oracle["auc"] - metrics["auc"]
-        if rt.device.type == "cuda":
-            summary["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(rt.device) / 2**20
-        summary["parameters_by_table"] = parameters_by_table(self.config.sparse, self.metadata.sparse_features, self.table_sizes)
-        summary["history"] = self.history
-        self.run_dir.write_json("summary.json", summary)
-        return summary
+    def log(self, message: str) -> None:
+        """Print on the main rank."""
+        if self.runtime.is_main:
+            print(message, flush=True)
 
 
-def _oracle(truth: dict[str, Any], split: str) -> dict[str, float] | None:
-    """The oracle metrics of ``split`` from a generator's truth.json, if it has them."""
-    entry = truth.get("oracle", {}).get(split) or {}
-    return {"auc": entry["auc"], "logloss": entry["logloss"]} if entry.get("auc") is not None else None
+class _Interval:
+    """Loss and sample sums of the current log interval and segment, kept on the device (no sync per step)."""
 
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.segment_samples = torch.zeros((), dtype=torch.float64, device=device)
+        self.reset()
 
-class _NoProgress:
-    def update(self, n: int) -> None: ...
-    def set_postfix(self, **kwargs: Any) -> None: ...
-    def close(self) -> None: ...
+    def reset(self) -> None:
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.samples = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.steps = 0
+        self.start = time.perf_counter()
 
+    def add(self, output: ModelOutput) -> None:
+        real = output.weights.sum().double()
+        loss = output.loss.detach().double()
+        self.loss_sum += torch.where(torch.isfinite(loss), loss, torch.zeros_like(loss))
+        self.samples += real
+        self.segment_samples += real
+        self.steps += 1
 
-def _next_multiple(step: int, every: int) -> int:
-    """The first multiple of ``every`` after ``step``."""
-    return (step // every + 1) * every
-
-
-def _progress_bar(total: int, initial: int, enabled: bool):
-    if not enabled:
-        return _NoProgress()
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)

@@ -10,7 +10,7 @@ from torchrec_app.cli import main
 from torchrec_app.config import build_recipe
 from torchrec_app.config.errors import ConfigError
 from torchrec_app.distributed.planning import check_plan_matches, load_plan
-from torchrec_app.tools.plan.model import build_planning_model, recipe_inputs
+from torchrec_app.tools.plan.model import build_planning_model, recipe_metadata
 
 MLPERF = "criteo_1tb_dcnv2_mlperf"
 
@@ -38,7 +38,7 @@ def test_16_gpu_plan_is_made_on_cpu_and_loads_for_16_ranks(plan16):
     placements = {s["placement"] for m in report["plan"].values() for e in m.values() for s in e["shards"]}
     assert placements and all("/cuda:" in p for p in placements)
     # the trainer's checks accept it on 16 ranks, on GPUs or (device rewritten) on CPUs
-    _, configs = build_planning_model(build_recipe(MLPERF), recipe_inputs(build_recipe(MLPERF)))
+    _, configs = build_planning_model(build_recipe(MLPERF), recipe_metadata(build_recipe(MLPERF)))
     check_plan_matches(load_plan(path, "cuda"), configs, world_size=16)
     cpu_plan = load_plan(path, "cpu")
     for sharding in cpu_plan.plan["model.sparse_arch.embedding_bag_collection"].values():

@@ -16,10 +16,10 @@ from tests.batches import random_batch, rank_slice
 from tests.multiprocess import run_on_ranks
 from torchrec_app.cli import main
 from torchrec_app.config import resolve_config
-from torchrec_app.distributed.build import shard_model
-from torchrec_app.distributed.planning import check_plan_matches, load_plan
+from torchrec_app.distributed.build import build_sharded_model
 from torchrec_app.distributed.runtime import Runtime
-from torchrec_app.tools.plan.model import build_planning_model, recipe_inputs
+from torchrec_app.models import task_for
+from torchrec_app.tools.plan.model import recipe_metadata
 from torchrec_app.training.optimizers import build_optimizer
 
 OVERRIDES = ["sharding.per_table=t_C1:row_wise,t_C2:table_wise,t_C3:data_parallel"]
@@ -29,18 +29,17 @@ ROWS_PER_RANK = 8
 def shard_and_step(runtime: Runtime, plan_path: str) -> dict:
     from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
-    config = resolve_config("tiny", OVERRIDES)
-    inputs = recipe_inputs(config)
-    model, tables = build_planning_model(config, inputs)
-    plan = load_plan(plan_path, runtime.device.type)
-    check_plan_matches(plan, tables, runtime.world_size)
-    sharded = shard_model(model, runtime, plan)
+    config = resolve_config("tiny", [*OVERRIDES, f"sharding.plan_file={plan_path}"])
+    meta = recipe_metadata(config)
+    model = task_for(config.model.name).build_model(config, meta, "meta")
+    sharded, _ = build_sharded_model(model, runtime, sharding=config.sharding, optim=config.optim,
+                                     batch_size=ROWS_PER_RANK)  # the trainer's path: the file's plan, checked
     pipeline = TrainPipelineSparseDist(sharded, build_optimizer(sharded, config.optim), runtime.device)
     generator = torch.Generator().manual_seed(0)
-    batches = [random_batch(inputs.sparse_features, inputs.dense_features, inputs.num_embeddings,
+    batches = [random_batch(meta.sparse_features, len(meta.dense_features), meta.num_embeddings,
                             ROWS_PER_RANK * runtime.world_size, generator) for _ in range(2)]
     local = iter([rank_slice(b, runtime.rank, runtime.world_size) for b in batches])
-    losses = [pipeline.progress(local).loss.item() for _ in range(2)]
+    losses = [pipeline.progress(local).loss.item() for _ in range(2)]  # ModelOutput.loss
     shards = {}
     for name, value in pipeline.detach().state_dict().items():
         if "embedding_bags" in name and hasattr(value, "local_shards"):

@@ -1,6 +1,6 @@
 """Where a training step's time goes: a few steps under ``torch.profiler``, split by category.
 
-The trainer creates a :class:`StepProfiler` when ``train.profile_steps > 0``, wraps each
+The bench callback (``bench.profile_steps > 0``, :mod:`.callbacks`) creates a :class:`StepProfiler`, wraps each
 epoch's batch iterator with :meth:`StepProfiler.wrap` (so time blocked on the reader shows
 up as ``data_wait``) and calls :meth:`StepProfiler.step` after every step. After
 :data:`WARMUP_STEPS` steps it records ``profile_steps`` steps; each op's *self* CPU time

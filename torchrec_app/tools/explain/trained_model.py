@@ -25,7 +25,7 @@ from torchrec_app.data.criteo_format import SPARSE_FEATURES
 from torchrec_app.tools.explain.blocks import InputLayout
 from torchrec_app.tools.explain.cross_weight import cross_kind, cross_weight, tensor_names
 from torchrec_app.tools.export import model_tensor_specs, read_unsharded
-from torchrec_app.training.checkpoint import latest_checkpoint
+from torchrec_app.training.checkpoint import resolve_checkpoint
 
 TOWER = "model.model."
 CROSS_PREFIX = TOWER + "crossnet."
@@ -33,19 +33,10 @@ DENSE_INPUT = TOWER + "dense_arch.model._mlp.0._linear.weight"
 _TABLE = re.compile(r"^model\.model\.sparse_arch\.embedding_bag_collection\.embedding_bags\.t_(.+)\.weight$")
 
 
-def find_checkpoint(run: str | None, checkpoint: str | None) -> Path:
-    """``checkpoint`` if given, else the newest complete checkpoint of run directory ``run``."""
-    if checkpoint:
-        path = Path(checkpoint)
-        if not (path / ".metadata").is_file():
-            raise ConfigError(f"{path} is not a complete DCP checkpoint (no .metadata); pass a checkpoints/step_N directory")
-        return path
-    if not run:
-        raise ConfigError("needs --run DIR (a training run directory) or --checkpoint DIR")
-    found = latest_checkpoint(Path(run) / "checkpoints")
-    if found is None:
-        raise ConfigError(f"no complete checkpoint under {run}/checkpoints (train with checkpoint.at_end=true)")
-    return found
+def find_checkpoint(run: str | None, checkpoint: str | None, verify_checksums: bool = True) -> Path:
+    """``checkpoint`` if given, else the newest checkpoint of run directory ``run``; a damaged
+    one is refused (:func:`torchrec_app.training.checkpoint.resolve_checkpoint`)."""
+    return resolve_checkpoint(run, checkpoint, verify_checksums)
 
 
 def run_dir_of(checkpoint: Path) -> Path | None:

@@ -1,44 +1,34 @@
 """The model the trainer would build, on ``meta``, for planning without data or devices.
 
-With ``--data DIR`` the features and table sizes come from the dataset's metadata, as
-in training. Without it they come from the recipe: ``sparse.num_embeddings`` gives one
-table per sparse feature, named ``C1..Cn`` as in Criteo, capped at
-``data.max_ind_range`` rows when that is set (ids are taken modulo it), and
-``sparse.num_dense`` dense features.
+With ``--data DIR`` the dataset's ``metadata.json`` describes the model's inputs, as in
+training. Without it the recipe does (:func:`recipe_metadata`): ``sparse.num_embeddings``
+gives one table per sparse feature, named ``C1..Cn`` as in Criteo, and
+``sparse.num_dense`` dense features. Either way the model is built by its family's task
+(:func:`torchrec_app.models.task_for`) and prepared for sharding exactly as training does
+(:func:`torchrec_app.distributed.build.prepare_for_sharding`), so the plan shown is the
+plan training makes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
-from torchrec.modules.embedding_configs import EmbeddingBagConfig
+from torchrec.modules.embedding_configs import BaseEmbeddingConfig
 
 from torchrec_app.config.errors import ConfigError
 from torchrec_app.config.schema import AppConfig
-from torchrec_app.models.ctr import build_model
-from torchrec_app.models.sparse import build_tables
-from torchrec_app.training.optimizers import apply_sparse_optimizer
+from torchrec_app.data.metadata import DatasetMetadata, load_metadata
+from torchrec_app.distributed.build import prepare_for_sharding
+from torchrec_app.models import task_for
 
 
-@dataclass(frozen=True)
-class ModelInputs:
-    """Features and table sizes of the model to plan."""
-
-    dense_features: int | list[str]
-    sparse_features: list[str]
-    num_embeddings: dict[str, int]
-    source: str
-    """Where they came from (dataset directory or recipe), for the report."""
-
-
-def recipe_inputs(config: AppConfig) -> ModelInputs:
-    """Features ``C1..Cn`` with the recipe's ``sparse.num_embeddings`` (capped at ``data.max_ind_range``).
+def recipe_metadata(config: AppConfig) -> DatasetMetadata:
+    """A Criteo-kind dataset description from the recipe: features ``C1..Cn`` with ``sparse.num_embeddings`` rows.
 
     >>> from torchrec_app.config import build_recipe
-    >>> inputs = recipe_inputs(build_recipe("tiny"))
-    >>> inputs.sparse_features, inputs.num_embeddings["C1"], inputs.dense_features
+    >>> meta = recipe_metadata(build_recipe("tiny"))
+    >>> meta.sparse_features, meta.num_embeddings["C1"], len(meta.dense_features)
     (['C1', 'C2', 'C3', 'C4'], 100, 4)
     """
     sizes = config.sparse.num_embeddings
@@ -47,26 +37,20 @@ def recipe_inputs(config: AppConfig) -> ModelInputs:
             f"recipe {config.recipe} has no sparse.num_embeddings, so there are no tables to plan: "
             "pass --data DIR (a preprocessed dataset) or sparse.num_embeddings=N1,N2,..."
         )
-    cap = config.data.max_ind_range
     features = [f"C{i + 1}" for i in range(len(sizes))]
-    num_embeddings = {f: min(n, cap) if cap else n for f, n in zip(features, sizes)}
-    return ModelInputs(config.sparse.num_dense, features, num_embeddings, f"recipe {config.recipe}")
+    return DatasetMetadata(dense_features=[f"I{i + 1}" for i in range(config.sparse.num_dense)], sparse_features=features,
+                           num_embeddings=dict(zip(features, sizes)))  # fmt: skip
 
 
-def dataset_inputs(config: AppConfig, data_dir: str | Path) -> ModelInputs:
-    """Features and table sizes of a preprocessed dataset, exactly as training reads them."""
-    from torchrec_app.data.metadata import load_metadata
-    from torchrec_app.data.reader import table_sizes
-
-    meta = load_metadata(str(data_dir))
-    return ModelInputs(
-        list(meta.dense_features), list(meta.sparse_features), dict(table_sizes(meta, config.data)), f"dataset {data_dir}"
-    )
+def planning_inputs(config: AppConfig, data_dir: str | Path | None) -> tuple[DatasetMetadata, str]:
+    """The dataset description to plan for, and where it came from (for the report)."""
+    if data_dir:
+        return load_metadata(str(data_dir)), f"dataset {data_dir}"
+    return recipe_metadata(config), f"recipe {config.recipe}"
 
 
-def build_planning_model(config: AppConfig, inputs: ModelInputs) -> tuple[nn.Module, list[EmbeddingBagConfig]]:
-    """The CTR model on ``meta`` with the fused table optimizer registered, as the trainer
-    builds it (the optimizer decides how much state the planner counts), and its tables."""
-    model = build_model(config, inputs.dense_features, inputs.sparse_features, inputs.num_embeddings, device="meta")
-    apply_sparse_optimizer(model.model.sparse_arch.embedding_bag_collection, config.optim)
-    return model, build_tables(config.sparse, inputs.sparse_features, inputs.num_embeddings)
+def build_planning_model(config: AppConfig, metadata: DatasetMetadata) -> tuple[nn.Module, list[BaseEmbeddingConfig]]:
+    """The model on ``meta`` with the fused table optimizer registered, as the trainer builds it
+    (the optimizer decides how much state the planner counts), and its tables."""
+    model = task_for(config.model.name).build_model(config, metadata, "meta")
+    return model, prepare_for_sharding(model, config.optim)
