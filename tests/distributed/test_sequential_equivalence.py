@@ -18,24 +18,22 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-import torch.distributed as dist
-from torchrec.distributed.planner.types import ParameterConstraints
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from torchrec.optim import RowWiseAdagrad
 
 from tests.distributed.equivalence import copy_weights, max_param_diff
 from tests.multiprocess import run_on_ranks
 from torchrec_app.config.errors import ConfigError
-from torchrec_app.config.schema import OptimConfig
+from torchrec_app.config.schema import OptimConfig, ShardingConfig
 from torchrec_app.config.sequences import RankingEvalConfig, SequenceModelConfig
 from torchrec_app.data.sequences.batches import ItemSide, iter_batches
-from torchrec_app.distributed.build import shard_model
-from torchrec_app.distributed.planning import build_topology, plan_sharding, sharding_types_by_table
+from torchrec_app.distributed.build import build_sharded_model
+from torchrec_app.distributed.planning import sharding_types_by_table
 from torchrec_app.distributed.runtime import Runtime
 from torchrec_app.metrics.ranking import rank_full_scores
 from torchrec_app.models.sequential.model import batcher_for, build_sequential_model
 from torchrec_app.models.sequential.scoring import NextItemEvaluator
-from torchrec_app.training.optimizers import apply_sparse_optimizer, build_optimizer
+from torchrec_app.training.optimizers import build_optimizer
 
 NUM_ITEMS = 40
 BATCH = 4
@@ -72,21 +70,19 @@ def _rows(kind: str, count: int, seed: int) -> pa.Table:
 
 def _case(runtime: Runtime, name: str, sharding_type: str, loss: str, sparse: str, side_info: bool) -> dict:
     world, rank = runtime.world_size, runtime.rank
-    config = SequenceModelConfig(max_len=6, embedding_dim=8, num_blocks=1, num_heads=2, dropout=0.0, loss=loss,
+    dim = 256 if sharding_type == "column_wise" else 8  # TorchRec cuts columns in blocks of >= 128
+    config = SequenceModelConfig(max_len=6, embedding_dim=dim, num_blocks=1, num_heads=2, dropout=0.0, loss=loss,
                                  num_negatives=7, mask_prob=0.3, side_info=side_info)
     side = _side() if side_info else None
     side_sizes = (4, 5)
     torch.manual_seed(0)
-    reference = build_sequential_model(name, config, NUM_ITEMS, side, side_sizes, device="cpu")
+    reference = build_sequential_model(name, config, NUM_ITEMS, 2, side_sizes, device="cpu")
     initial = {k: v.clone() for k, v in reference.state_dict().items()}
 
-    model = build_sequential_model(name, config, NUM_ITEMS, side, side_sizes, device="meta")
+    model = build_sequential_model(name, config, NUM_ITEMS, 2, side_sizes, device="meta")
     optim = OptimConfig(sparse=sparse, sparse_lr=0.1, dense="sgd", dense_lr=0.1)
-    apply_sparse_optimizer(model.embeddings, optim)
-    # min_partition: column-wise shards of 4 columns, so each rank holds part of every row
-    constraints = {"t_item": ParameterConstraints(sharding_types=[sharding_type], min_partition=4)}
-    plan, _ = plan_sharding(model, build_topology(world, "cpu"), BATCH, constraints, dist.GroupMember.WORLD)
-    sharded = shard_model(model, runtime, plan)
+    sharded, plan = build_sharded_model(model, runtime, sharding=ShardingConfig(per_table={"t_item": sharding_type}),
+                                        optim=optim, batch_size=BATCH)
     copy_weights(sharded, initial)
     pipeline = TrainPipelineSparseDist(sharded, build_optimizer(sharded, optim), runtime.device)
 

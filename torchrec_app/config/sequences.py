@@ -107,11 +107,23 @@ class SequenceGeneratorConfig:
     def __post_init__(self) -> None:
         _check(self.users >= 1 and self.items >= 2 and self.genres >= 1 and self.dim >= 1 and self.successors >= 1,
                "generate_sequences: users, genres, dim, successors must be >= 1 and items >= 2")
-        _check(3 <= self.min_len <= self.mean_len <= self.max_len < self.items,
-               "generate_sequences: need 3 <= min_len <= mean_len <= max_len < items")
+        _check(self.min_len >= 3, f"generate_sequences.min_len must be >= 3, got {self.min_len}")
         _check(min(self.transition, self.taste, self.popularity) >= 0 and self.transition + self.taste + self.popularity > 0,
                "generate_sequences: transition, taste, popularity must be >= 0 with a positive sum")
         _check(self.temperature > 0 and self.zipf_exponent >= 0, "generate_sequences: temperature > 0 and zipf_exponent >= 0")
+
+    def check_lengths(self) -> None:
+        """Raise ValueError unless ``min_len <= mean_len <= max_len < items`` (checked when generating,
+        so overrides may set them in any order).
+
+        >>> SequenceGeneratorConfig(items=100, max_len=200).check_lengths()
+        Traceback (most recent call last):
+        ...
+        ValueError: generate_sequences: need min_len <= mean_len <= max_len < items, got 8, 40, 200, 100
+        """
+        _check(self.min_len <= self.mean_len <= self.max_len < self.items,
+               f"generate_sequences: need min_len <= mean_len <= max_len < items, got {self.min_len}, {self.mean_len}, "
+               f"{self.max_len}, {self.items}")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -141,12 +153,18 @@ class SequenceModelConfig:
     """bert4rec: probability that a position is masked (cloze); at least one per sequence."""
     side_info: bool = False
     """Add genre (mean of the item's genres) and year embeddings to each input item's embedding."""
-    pretrain: bool = False
-    """S3Rec-style pretraining (item-attribute and masked-item/attribute objectives) instead of
-    next-item training; fine-tune afterwards with pretrained_from (model.name picks the backbone)."""
+    backbone: str = "sasrec"
+    """model.name=s3rec (S3Rec-style pretraining): the encoder whose weights are pretrained, sasrec or
+    bert4rec; fine-tune it afterwards with model.name=<backbone> sequence.pretrained_from=<exported file>."""
+    aap_weight: float = 0.2
+    """s3rec: weight of associated attribute prediction (an item's genres from its position's output)."""
+    mip_weight: float = 1.0
+    """s3rec: weight of masked item prediction (sampled softmax over num_negatives)."""
+    map_weight: float = 1.0
+    """s3rec: weight of masked attribute prediction (a masked item's genres)."""
     pretrained_from: str = ""
-    """A pretrained model's tensors (``torchrec-app export``) whose item table, side tables and
-    encoder initialise this model."""
+    """Tensors of a pretraining run (``torchrec-app export --run DIR --out FILE``) whose item, genre and
+    year tables and encoder initialise this model (a resumed checkpoint overrides them)."""
     mask_seed: int = 0
     """Seed of bert4rec's / pretraining's masks (a hash of seed, step, user and position, so resumable)."""
 
@@ -158,6 +176,8 @@ class SequenceModelConfig:
                f"sequence.embedding_dim={self.embedding_dim} must be divisible by sequence.num_heads={self.num_heads}")
         _check(self.ffn_dim >= 0 and self.hidden_dim >= 0 and self.num_negatives >= 1, "sequence.ffn_dim, hidden_dim >= 0, num_negatives >= 1")
         _check(0 <= self.dropout < 1 and 0 < self.mask_prob < 1, "sequence.dropout must be in [0, 1) and mask_prob in (0, 1)")
+        _check(self.backbone in ("sasrec", "bert4rec"), f"sequence.backbone={self.backbone!r} is not one of sasrec, bert4rec")
+        _check(min(self.aap_weight, self.mip_weight, self.map_weight) >= 0, "sequence.aap_weight, mip_weight, map_weight must be >= 0")
 
 
 @dataclass(kw_only=True, slots=True)

@@ -18,6 +18,7 @@ Its keys, in order (a key is always present; unused ones have zero lengths):
 ``genre_k``  side information (``k = 1..max_genres``): the k-th genre id of each ``item``
              position (0: none); all share the table ``t_genre``
 ``year``     side information: the year id of each ``item`` position (0: unknown)
+``genre_catalog``  S3Rec pretraining, training batches: every genre ``1..G`` in row 0
 ===========  ===========================================================================
 
 Dense tensors beside it: ``items`` (``B x width`` the same ids, right-padded with 0),
@@ -42,7 +43,7 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from torchrec.streamable import Pipelineable
 
-ITEM, NEGATIVE, CATALOG, YEAR = "item", "negative", "catalog", "year"
+ITEM, NEGATIVE, CATALOG, YEAR, GENRE_CATALOG = "item", "negative", "catalog", "year", "genre_catalog"
 
 
 def genre_key(k: int) -> str:
@@ -133,6 +134,7 @@ class SequenceBatcher:
             ``num_negatives`` ids under ``negative``) or ``in_batch``.
         side: item side information to add as ``genre_k`` / ``year`` keys (None: no side keys).
         seed: seed of the negatives.
+        genre_catalog: number of genres G to add as ``genre_catalog`` to training batches (0: none).
 
     >>> t = pa.table({"user": pa.array([3, 4], pa.int32()), "items": pa.array([[5, 6, 7], [8]], pa.list_(pa.int32())),
     ...               "target": pa.array([0, 0], pa.int32())})
@@ -150,6 +152,7 @@ class SequenceBatcher:
     num_negatives: int = 0
     side: ItemSide | None = None
     seed: int = 0
+    genre_catalog: int = 0
     keys: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -160,12 +163,17 @@ class SequenceBatcher:
             self.keys.append(CATALOG)
         if self.side is not None:
             self.keys += [genre_key(k + 1) for k in range(self.side.genre_ids.shape[1])] + [YEAR]
+        if self.genre_catalog:
+            self.keys.append(GENRE_CATALOG)
 
     @property
     def width(self) -> int:
         return max(self.train_len, self.eval_len)
 
-    def __call__(self, table: pa.Table, batch_size: int) -> SequenceBatch:
+    def __call__(self, table: pa.Table | None, batch_size: int) -> SequenceBatch:
+        if table is None:  # a batch of padding only
+            table = pa.table({"user": pa.array([], pa.int32()), "items": pa.array([], pa.list_(pa.int32())),
+                              "target": pa.array([], pa.int32())})
         n = table.num_rows
         if n > batch_size:
             raise ValueError(f"make_batch got {n} rows for a batch of {batch_size}")
@@ -191,10 +199,11 @@ class SequenceBatcher:
             rng = np.random.default_rng([self.seed, zlib.crc32(users.tobytes()), zlib.crc32(item_values[:64].tobytes())])
             values[NEGATIVE] = rng.integers(1, self.num_items + 1, size=self.num_negatives)
             key_lengths[NEGATIVE] = _first_row(self.num_negatives, batch_size)
-        if CATALOG in self.keys:
-            training = not evaluation.any()
-            values[CATALOG] = np.arange(1, self.num_items + 1) if training else np.zeros(0, np.int64)
-            key_lengths[CATALOG] = _first_row(self.num_items if training else 0, batch_size)
+        training = not evaluation.any()
+        for key, count in ((CATALOG, self.num_items), (GENRE_CATALOG, self.genre_catalog)):
+            if key in self.keys:
+                values[key] = np.arange(1, count + 1) if training else np.zeros(0, np.int64)
+                key_lengths[key] = _first_row(count if training else 0, batch_size)
         if self.side is not None:
             for k in range(self.side.genre_ids.shape[1]):
                 values[genre_key(k + 1)] = self.side.genre_ids[item_values, k]
@@ -220,6 +229,19 @@ class SequenceBatcher:
             seen_lengths=torch.from_numpy(seen_lengths),
             weights=torch.from_numpy(np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])),
         )
+
+
+#: The Parquet columns a sequences dataset's batches read.
+COLUMNS = ["user", "items", "target"]
+
+
+def sequences_batch_maker(meta, config) -> tuple[list[str], SequenceBatcher]:
+    """The model-independent batch maker of kind ``sequences`` (the reader's default): rows kept to
+    the preprocessing's ``max_len + 1`` items, no loss-specific keys, no side information. Training
+    uses the model's own (``Task.batch_maker``, :func:`torchrec_app.models.sequential.model.batcher_for`)."""
+    max_len = int(meta.extra.get("max_len", 200))
+    return list(COLUMNS), SequenceBatcher(num_items=int(meta.extra["num_items"]), train_len=max_len + 1, eval_len=max_len,
+                                          loss="in_batch")
 
 
 def _first_row(count: int, batch_size: int) -> np.ndarray:

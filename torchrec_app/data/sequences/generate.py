@@ -97,6 +97,7 @@ class PlantedModel:
 
 def generate_sequences(config: SequenceGeneratorConfig) -> dict:
     """Draw every user's sequence; return items (raw ids), timestamps and the targets' true probabilities."""
+    config.check_lengths()
     c = config
     model = PlantedModel(c)
     rng = np.random.default_rng([c.seed, 2])

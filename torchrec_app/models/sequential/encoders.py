@@ -63,13 +63,14 @@ class SASRec(nn.Module):
                                            batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, config.num_blocks, norm=nn.LayerNorm(d), enable_nested_tensor=False)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, causal: bool = True) -> torch.Tensor:
+        """``causal=False``: attend both ways (S3Rec-style pretraining of these weights)."""
         length = x.shape[1]
         pad = padding_mask(lengths, length)
         x = self.dropout(x * self.scale + self.positions.weight[:length][None])
         x = x.masked_fill(pad[:, :, None], 0.0)
-        causal = torch.triu(torch.full((length, length), float("-inf"), device=x.device), diagonal=1)
-        return self.blocks(x, mask=causal, src_key_padding_mask=pad)
+        mask = torch.triu(torch.full((length, length), float("-inf"), device=x.device), diagonal=1) if causal else None
+        return self.blocks(x, mask=mask, src_key_padding_mask=pad)
 
 
 class BERT4Rec(nn.Module):

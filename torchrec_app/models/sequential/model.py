@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingConfig
@@ -41,7 +42,17 @@ from torchrec.modules.embedding_modules import EmbeddingCollection
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from torchrec_app.config.sequences import SequenceModelConfig
-from torchrec_app.data.sequences.batches import CATALOG, ITEM, NEGATIVE, YEAR, ItemSide, SequenceBatch, SequenceBatcher, genre_key
+from torchrec_app.data.sequences.batches import (
+    CATALOG,
+    GENRE_CATALOG,
+    ITEM,
+    NEGATIVE,
+    YEAR,
+    ItemSide,
+    SequenceBatch,
+    SequenceBatcher,
+    genre_key,
+)
 from torchrec_app.models.sequential.encoders import ENCODERS, cloze_mask
 from torchrec_app.models.sequential.losses import full_softmax_loss, in_batch_softmax_loss, sampled_softmax_loss
 from torchrec_app.models.task import ModelOutput
@@ -58,11 +69,11 @@ def padded(jagged: JaggedTensor, length: int) -> torch.Tensor:
 def build_item_tables(num_items: int, dim: int, keys: list[str], side_sizes: tuple[int, int] | None) -> list[EmbeddingConfig]:
     """The tables of the item collection for the batch ``keys`` (``side_sizes``: genre and year table rows)."""
     item_keys = [k for k in keys if k in (ITEM, CATALOG, NEGATIVE)]
+    genres = [k for k in keys if k.startswith("genre_")]  # genre_1..genre_G and, pretraining, genre_catalog
     init = 1.0 / math.sqrt(dim)
     tables = [EmbeddingConfig(name=ITEM_TABLE, num_embeddings=num_items + 1, embedding_dim=dim, feature_names=item_keys,
                               weight_init_min=-init, weight_init_max=init)]
     if side_sizes is not None:
-        genres = [k for k in keys if k.startswith("genre_")]
         if genres:
             tables.append(EmbeddingConfig(name=GENRE_TABLE, num_embeddings=side_sizes[0], embedding_dim=dim, feature_names=genres,
                                           weight_init_min=-init, weight_init_max=init))
@@ -195,25 +206,31 @@ def batch_lengths(name: str, config: SequenceModelConfig) -> tuple[int, int]:
 
 
 def batcher_for(name: str, config: SequenceModelConfig, num_items: int, side: ItemSide | None = None,
-                seed: int = 0) -> SequenceBatcher:
-    """The ``make_batch`` whose KJT keys match :func:`build_sequential_model`'s tables."""
+                seed: int = 0, pretrain: bool = False, num_genres: int = 0) -> SequenceBatcher:
+    """The ``make_batch`` whose KJT keys match :func:`build_sequential_model`'s tables (with ``pretrain``:
+    the S3Rec pretraining model's: cloze lengths, sampled negatives, side information and the genre catalog)."""
+    if pretrain:
+        return SequenceBatcher(num_items=num_items, train_len=config.max_len, eval_len=config.max_len - 1, loss="sampled",
+                               num_negatives=config.num_negatives, side=side, seed=seed, genre_catalog=num_genres)
     train_len, eval_len = batch_lengths(name, config)
     return SequenceBatcher(num_items=num_items, train_len=train_len, eval_len=eval_len, loss=config.loss,
                            num_negatives=config.num_negatives, side=side if config.side_info else None, seed=seed)
 
 
-def build_sequential_model(name: str, config: SequenceModelConfig, num_items: int, side: ItemSide | None = None,
+def build_sequential_model(name: str, config: SequenceModelConfig, num_items: int, genre_slots: int = 0,
                            side_sizes: tuple[int, int] | None = None, device: torch.device | str = "meta") -> SequentialRecommender:
     """SASRec / BERT4Rec / GRU4Rec for a catalog of ``num_items``; tables on ``device`` (``meta`` to shard them).
 
-    ``side`` / ``side_sizes`` (genre and year table rows) are needed when ``config.side_info``.
+    With ``config.side_info``: ``genre_slots`` (most genres of one item) and ``side_sizes``
+    (rows of the genre and year tables) from the dataset's metadata.
     """
     if name not in ENCODERS:
         raise ValueError(f"unknown sequential model {name!r}; known: {', '.join(ENCODERS)}")
-    if config.side_info and (side is None or side_sizes is None):
+    if config.side_info and side_sizes is None:
         raise ValueError("sequence.side_info=true needs the dataset's side information (items.parquet with genres and years)")
+    slots = genre_slots if config.side_info else 0
+    side = ItemSide(genre_ids=np.zeros((1, slots), np.int64), year_ids=np.zeros(1, np.int64)) if config.side_info else None
     keys = batcher_for(name, config, num_items, side).keys
     tables = build_item_tables(num_items, config.embedding_dim, keys, side_sizes if config.side_info else None)
-    slots = side.genre_ids.shape[1] if (side is not None and config.side_info) else 0
     embeddings = EmbeddingCollection(tables=tables, device=torch.device(device))
     return SequentialRecommender(embeddings, NextItemTower(name, config, num_items, slots, config.side_info))

@@ -176,7 +176,8 @@ class NextItemEvaluator:
 
     ``update(model, batch)`` is a collective (every rank calls it for each of its equally many
     batches); ``compute()`` returns Recall@K, NDCG@K, MRR and ``users`` over every rank's rows;
-    ``write_per_user(path)`` saves one row per user (:class:`~torchrec_app.metrics.ranking.RankingMetrics`).
+    ``save_details(path)`` saves one row per user (:class:`~torchrec_app.metrics.ranking.RankingMetrics`;
+    the validator writes ``<run>/details/valid.parquet`` and ``test.parquet``).
     """
 
     def __init__(self, config: RankingEvalConfig) -> None:
@@ -198,5 +199,6 @@ class NextItemEvaluator:
     def compute(self) -> dict[str, float]:
         return self.metrics.compute()
 
-    def write_per_user(self, path: Any) -> None:
+    def save_details(self, path: Any) -> None:
+        """Per-user results (user, target, rank, metrics, top-K) as Parquet; rank 0 writes (call on every rank)."""
         self.metrics.write_per_user(path)
