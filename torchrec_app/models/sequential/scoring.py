@@ -197,7 +197,9 @@ class NextItemEvaluator:
         self.metrics.add(batch.users[real], batch.targets[real][:, None], ranks[real][:, None], top[real])
 
     def compute(self) -> dict[str, float]:
-        return self.metrics.compute()
+        """Recall@K, NDCG@K, MRR over every rank's users, ``users`` and ``rows`` (the same count)."""
+        metrics = self.metrics.compute()
+        return {**metrics, "rows": metrics["users"]}
 
     def save_details(self, path: Any) -> None:
         """Per-user results (user, target, rank, metrics, top-K) as Parquet; rank 0 writes (call on every rank)."""

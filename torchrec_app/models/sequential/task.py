@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import torch.distributed as dist
 from torch import nn
 
 from torchrec_app.config.schema import AppConfig
@@ -49,7 +50,7 @@ def batch_maker(config: AppConfig, metadata: DatasetMetadata, data_dir: str):
     sequence = config.sequence
     side = ItemSide.load(data_dir, metadata.extra) if (sequence.side_info or config.model.name == "s3rec") else None
     return list(COLUMNS), batcher_for(name, sequence, int(metadata.extra["num_items"]), side, seed=config.train.seed,
-                                      pretrain=config.model.name == "s3rec")
+                                      pretrain=config.model.name == "s3rec", num_genres=_side_sizes(metadata)[0] - 1)
 
 
 def make_evaluator(config: AppConfig, metadata: DatasetMetadata) -> NextItemEvaluator:
@@ -57,8 +58,13 @@ def make_evaluator(config: AppConfig, metadata: DatasetMetadata) -> NextItemEval
 
 
 def initialize(model: nn.Module, config: AppConfig, metadata: DatasetMetadata) -> None:
+    """Load ``sequence.pretrained_from`` (if set) into the sharded model, and say what was loaded."""
     if config.sequence.pretrained_from:
-        load_pretrained(model, config.sequence.pretrained_from)
+        loaded = load_pretrained(model, config.sequence.pretrained_from)
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            print(f"initialised {len(loaded)} tensors from {config.sequence.pretrained_from}: "
+                  f"{', '.join(sorted({n.split('.')[2] if n.startswith('embeddings.') else n.split('.')[1] for n in loaded}))}",
+                  flush=True)
 
 
 NEXT_ITEM_TASK = Task(
