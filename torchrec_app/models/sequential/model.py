@@ -44,7 +44,6 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 from torchrec_app.config.sequences import SequenceModelConfig
 from torchrec_app.data.sequences.batches import (
     CATALOG,
-    GENRE_CATALOG,
     ITEM,
     NEGATIVE,
     YEAR,

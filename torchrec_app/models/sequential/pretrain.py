@@ -23,6 +23,7 @@ and year tables and the encoder — into the sharded model, each rank into its o
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -35,7 +36,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 from torchrec_app.config.errors import ConfigError
 from torchrec_app.config.sequences import SequenceModelConfig
 from torchrec_app.data.sequences.batches import GENRE_CATALOG, NEGATIVE, ItemSide, SequenceBatch
-from torchrec_app.models.sequential.encoders import ENCODERS, cloze_mask
+from torchrec_app.models.sequential.encoders import cloze_mask
 from torchrec_app.models.sequential.losses import sampled_softmax_loss
 from torchrec_app.models.sequential.model import NextItemTower, SequentialRecommender, batcher_for, build_item_tables, padded
 from torchrec_app.models.task import ModelOutput
@@ -121,8 +122,6 @@ def read_pretrained(path: str) -> dict[str, torch.Tensor]:
     """Tensors written by ``torchrec-app export`` (one file, or a ``--per-tensor`` directory)."""
     try:
         if os.path.isdir(path):
-            import json
-
             with open(os.path.join(path, "index.json")) as f:
                 index = json.load(f)
             return {name: torch.load(os.path.join(path, file), weights_only=True) for name, file in index.items()}
