@@ -48,6 +48,11 @@ def batch_maker(config: AppConfig, metadata: DatasetMetadata, data_dir: str):
     """``(columns, make_batch)`` matching the model's tables."""
     name = config.sequence.backbone if config.model.name == "s3rec" else config.model.name
     sequence = config.sequence
+    rows = int(metadata.extra.get("max_len", sequence.max_len))
+    if rows > sequence.max_len and (not dist.is_initialized() or dist.get_rank() == 0):
+        print(f"warning: {data_dir}'s training rows hold up to {rows + 1} items but sequence.max_len={sequence.max_len}: "
+              f"the model reads only each row's last ones, the earlier items never train; preprocess with "
+              f"sequence_preprocess.max_len={sequence.max_len} (e.g. --recipe {config.recipe})", flush=True)
     side = ItemSide.load(data_dir, metadata.extra) if (sequence.side_info or config.model.name == "s3rec") else None
     return list(COLUMNS), batcher_for(name, sequence, int(metadata.extra["num_items"]), side, seed=config.train.seed,
                                       pretrain=config.model.name == "s3rec", num_genres=_side_sizes(metadata)[0] - 1)
