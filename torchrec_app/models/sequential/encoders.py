@@ -69,7 +69,8 @@ class SASRec(nn.Module):
         pad = padding_mask(lengths, length)
         x = self.dropout(x * self.scale + self.positions.weight[:length][None])
         x = x.masked_fill(pad[:, :, None], 0.0)
-        mask = torch.triu(torch.full((length, length), float("-inf"), device=x.device), diagonal=1) if causal else None
+        # True = may not attend (the same type as the padding mask)
+        mask = torch.triu(torch.ones(length, length, dtype=torch.bool, device=x.device), diagonal=1) if causal else None
         return self.blocks(x, mask=mask, src_key_padding_mask=pad)
 
 

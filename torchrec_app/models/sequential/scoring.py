@@ -68,7 +68,7 @@ def local_item_rows(embeddings: nn.Module) -> list[tuple[int, torch.Tensor]]:
     weight = embeddings.state_dict()[ITEM_WEIGHT]
     rank, world = _world()
     if isinstance(weight, ShardedTensor):
-        width = weight.size(1)
+        width = weight.metadata().size[1]
         blocks = []
         for shard in weight.local_shards():
             (row, column), (_, columns) = shard.metadata.shard_offsets, shard.metadata.shard_sizes
