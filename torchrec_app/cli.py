@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("torchrec_app.commands.plan", "show, save, chart or diff the sharding plan for a topology"),
     "bench": ("torchrec_app.commands.bench", "measure samples/s, step-time split, pipeline efficiency and AUC of configs"),
     "explain": ("torchrec_app.commands.explain", "rank feature crosses and features by a trained DCNv2's cross-layer weight blocks"),
+    "compare": ("torchrec_app.commands.compare", "compare two ranking runs' per-user results (paired interval)"),
     "suggest-dims": ("torchrec_app.commands.suggest_dims", "propose per-feature embedding dims from cross importance under a budget"),
 }
 

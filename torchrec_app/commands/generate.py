@@ -1,4 +1,8 @@
-"""``torchrec-app generate``: Criteo-format TSV with a planted click model, and its ``truth.json``."""
+"""``torchrec-app generate``: data with planted signal, and its ``truth.json``.
+
+    torchrec-app generate --rows 1000000 --out data/generated/raw               # Criteo-format TSV, click model
+    torchrec-app generate --kind sequences --out data/generated/seq_raw        # MovieLens-1M-format item sequences
+"""
 
 from __future__ import annotations
 
@@ -10,17 +14,22 @@ from dataclasses import replace
 from torchrec_app.config import AppConfig
 
 #: The shared flags this command uses (see torchrec_app.cli).
-COMMON_FLAGS = ('out',)
+COMMON_FLAGS = ('recipe', 'out')
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``torchrec-app generate`` (tunables are in the ``generate`` config section)."""
     parser.add_argument("--rows", type=int, default=None, help="total rows, split 8:1:1 (default: generate.rows)")
     parser.add_argument("--seed", type=int, default=None, help="seed (default: generate.seed)")
     parser.add_argument("--multi-hot", action="store_true", help="several ids per sparse field (generate.multi_hot)")
+    parser.add_argument("--kind", choices=("criteo", "sequences"), default="criteo",
+                        help="criteo: click-model TSV (the generate section); sequences: item sequences in MovieLens-1M "
+                             "format (the generate_sequences section)")
 
 
 def run(args: argparse.Namespace, config: AppConfig) -> int:
     """Entry point of ``torchrec-app generate``."""
+    if args.kind == "sequences":
+        return _run_sequences(args, config)
     from torchrec_app.data.generate import generate_dataset
 
     gen = config.generate
@@ -35,4 +44,22 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
         if stats["rows"]:
             print(f"  {split}: {stats['rows']} rows, ctr {stats['ctr']:.3f}, oracle auc {stats['auc']:.4f}, logloss {stats['logloss']:.4f}")
     print(f"  planted crosses: {truth['crosses']}, dense x categorical: {truth['dense_crosses']}")
+    return 0
+
+
+def _run_sequences(args: argparse.Namespace, config: AppConfig) -> int:
+    from torchrec_app.data.sequences.generate import generate_sequence_dataset
+
+    gen = config.generate_sequences
+    gen = replace(gen, seed=gen.seed if args.seed is None else args.seed)
+    out = args.out or os.path.join("data", "generated", "seq_raw")
+    start = time.perf_counter()
+    truth = generate_sequence_dataset(out, gen)
+    print(f"wrote {truth['interactions']} interactions of {gen.users} users over {truth['items_present']} items to "
+          f"{out} (ratings.dat, movies.dat, truth.json) in {time.perf_counter() - start:.1f}s")
+    for split, metrics in truth["oracle"].items():
+        pop = truth["popularity"][split]
+        print(f"  {split} (leave-one-out): oracle ndcg@10 {metrics['ndcg@10']:.4f}, recall@10 {metrics['recall@10']:.4f}; "
+              f"popularity ndcg@10 {pop['ndcg@10']:.4f}")
+    print(f"  next: torchrec-app preprocess --kind sequences --recipe sasrec --input {os.path.join(out, 'ratings.dat')} --out DIR")
     return 0

@@ -6,7 +6,10 @@
         preprocess.id_strategy=hash preprocess.hash_size=40000000
     torchrec-app preprocess --input train.txt --split kaggle_days --score test.txt --out DIR
 
-How the conversion works: :mod:`torchrec_app.data.preprocess`.
+    torchrec-app preprocess --kind sequences --input ml-1m/ratings.dat --out DIR [--items ml-1m/movies.dat]
+
+How the conversion works: :mod:`torchrec_app.data.preprocess` (Criteo) and
+:mod:`torchrec_app.data.sequences.preprocess` (interactions -> per-user sequences, ``docs/SEQUENTIAL.md``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from torchrec_app.data.preprocess import count_rows, preprocess_dataset
 from torchrec_app.data.splits import SPLITS, Source, explicit_sources, policy_sources
 
 #: The shared flags this command uses (see torchrec_app.cli).
-COMMON_FLAGS = ('out',)
+COMMON_FLAGS = ('recipe', 'out')
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``torchrec-app preprocess`` (tunables are in the ``preprocess`` config section)."""
@@ -30,7 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--valid", nargs="+", metavar="FILE", help="files whose rows are the valid split")
     parser.add_argument("--test", nargs="+", metavar="FILE", help="files whose rows are the test split")
     parser.add_argument("--input", nargs="+", metavar="FILE", help="files split by --split")
-    parser.add_argument("--split", choices=("kaggle_days", "criteo_1tb_days", "random"), help="split policy for --input")
+    parser.add_argument("--split", choices=("kaggle_days", "criteo_1tb_days", "random", "leave_one_out", "time_cut"),
+                        help="split policy for --input (sequences: leave_one_out or time_cut, default sequence_preprocess.split)")
+    parser.add_argument("--kind", choices=("criteo", "sequences"), default="criteo",
+                        help="criteo: Criteo TSV/CSV; sequences: MovieLens ratings (u.data, ratings.dat, ratings.csv) or "
+                             "user,item,timestamp[,rating] CSV/Parquet -> per-user sequences (the sequence_preprocess section)")
+    parser.add_argument("--items", default=None, metavar="FILE",
+                        help="sequences: the movies file (default: u.item / movies.dat / movies.csv beside the ratings)")
     parser.add_argument("--score", nargs="+", metavar="FILE",
                         help="unlabeled rows (e.g. Kaggle's test.txt) for prediction: a 'score' split with the same ids, "
                              "an 'id' column and no label; training ignores it")  # fmt: skip
@@ -59,6 +68,8 @@ def sources_from_args(args: argparse.Namespace, config: PreprocessConfig) -> tup
 
 def run(args: argparse.Namespace, config: AppConfig) -> int:
     """Entry point of ``torchrec-app preprocess``."""
+    if args.kind == "sequences":
+        return _run_sequences(args, config)
     pre = config.preprocess
     pre = replace(
         pre,
@@ -76,4 +87,30 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
     except (DataFormatError, ValueError, OSError) as err:
         print(f"torchrec-app preprocess: error: {err}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _run_sequences(args: argparse.Namespace, config: AppConfig) -> int:
+    from torchrec_app.data.sequences.preprocess import preprocess_sequences
+
+    pre = config.sequence_preprocess
+    try:
+        if not args.out:
+            raise ValueError("--out DIR is required")
+        if not args.input or args.train or args.valid or args.test:
+            raise ValueError("--kind sequences reads --input FILES (ratings / interactions of every split); the split is made here")
+        if args.split and args.split not in ("leave_one_out", "time_cut"):
+            raise ValueError(f"--split {args.split} is a Criteo policy; sequences split by leave_one_out or time_cut")
+        pre = replace(pre, split=args.split or pre.split, on_bad_rows=args.on_bad_rows or pre.on_bad_rows,
+                      max_bad_rows=pre.max_bad_rows if args.max_bad_rows is None else args.max_bad_rows)
+        meta = preprocess_sequences(args.out, args.input, pre, items_file=args.items)
+    except (DataFormatError, ValueError, OSError) as err:
+        print(f"torchrec-app preprocess: error: {err}", file=sys.stderr)
+        return 1
+    extra = meta.extra
+    print(f"wrote {args.out}: {extra['users']} users, {extra['items']} items, {extra['interactions']} interactions "
+          f"({extra['users_removed_by_k_core']} users / {extra['items_removed_by_k_core']} items removed by the k-core); "
+          f"rows {meta.split_rows}; split {meta.split_policy}; genres {len(extra['genres'])}")
+    if meta.bad_rows_skipped:
+        print(f"  skipped {meta.bad_rows_skipped} bad line(s)")
     return 0

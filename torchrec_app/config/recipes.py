@@ -18,9 +18,11 @@ from torchrec_app.config.schema import (
     MaskNetConfig,
     ModelConfig,
     OptimConfig,
+    ShardingConfig,
     SparseConfig,
     TrainConfig,
 )
+from torchrec_app.config.sequences import SequenceModelConfig, SequencePreprocessConfig
 
 RECIPES: dict[str, Callable[[], AppConfig]] = {}
 
@@ -226,3 +228,99 @@ def qr_bench_qr60() -> AppConfig:
 def qr_bench_hash60() -> AppConfig:
     """qr_bench_full with every table over 1000 rows hashed 60x smaller (hash:60): QR-60's size."""
     return _qr_bench("qr_bench_hash60", "hash:60")
+
+
+# -- next-item recommendation (docs/SEQUENTIAL.md) ---------------------------------------
+
+
+@recipe
+def sasrec() -> AppConfig:
+    """SASRec on the generated sequences (``generate --kind sequences``), 2 CPU processes: 2 blocks,
+    2 heads, dim 64, the last 50 items, full softmax; item table row-wise or table-wise (the planner
+    picks; scoring needs whole rows), validation every epoch, early stopping on NDCG@10."""
+    return AppConfig(
+        recipe="sasrec",
+        model=ModelConfig(name="sasrec"),
+        sequence=SequenceModelConfig(max_len=50, embedding_dim=64, num_blocks=2, num_heads=2, dropout=0.2, loss="full"),
+        sharding=ShardingConfig(per_table={"t_item": "row_wise|table_wise"}),
+        optim=OptimConfig(sparse="rowwise_adagrad", sparse_lr=0.05, dense="adam", dense_lr=1e-3),
+        train=TrainConfig(batch_size=128, epochs=40, evals_per_epoch=1, early_stop_patience=5, log_every=20),
+        # the generator's oracle holds for its whole catalog: keep rare items (its users all have >= 8 items)
+        sequence_preprocess=SequencePreprocessConfig(min_item_interactions=1, max_len=50),
+    )
+
+
+@recipe
+def bert4rec() -> AppConfig:
+    """BERT4Rec on the generated sequences: :func:`sasrec`'s shapes, cloze masking with probability 0.2."""
+    base = sasrec()
+    return replace(base, recipe="bert4rec", model=ModelConfig(name="bert4rec"),
+                   sequence=replace(base.sequence, mask_prob=0.2, dropout=0.1),
+                   train=replace(base.train, epochs=80, early_stop_patience=8))
+
+
+@recipe
+def gru4rec() -> AppConfig:
+    """GRU4Rec on the generated sequences: one GRU layer of width 64, full softmax."""
+    base = sasrec()
+    return replace(base, recipe="gru4rec", model=ModelConfig(name="gru4rec"),
+                   sequence=replace(base.sequence, num_blocks=1, hidden_dim=64, dropout=0.1))
+
+
+@recipe
+def s3rec() -> AppConfig:
+    """S3Rec-style pretraining (genres as attributes) of the SASRec encoder and the item, genre and year
+    tables; fine-tune with ``--recipe sasrec_s3rec sequence.pretrained_from=<exported file>``."""
+    base = sasrec()
+    return replace(base, recipe="s3rec", model=ModelConfig(name="s3rec"),
+                   sequence=replace(base.sequence, backbone="sasrec", side_info=True, num_negatives=128, mask_prob=0.2),
+                   train=replace(base.train, epochs=10, early_stop_patience=0))
+
+
+@recipe
+def sasrec_s3rec() -> AppConfig:
+    """SASRec with genre and year embeddings on its inputs, to fine-tune from an :func:`s3rec` run
+    (``sequence.pretrained_from``)."""
+    base = sasrec()
+    return replace(base, recipe="sasrec_s3rec", sequence=replace(base.sequence, side_info=True))
+
+
+@recipe
+def sasrec_tiny() -> AppConfig:
+    """Seconds-long SASRec runs for tests."""
+    base = sasrec()
+    return replace(base, recipe="sasrec_tiny",
+                   sequence=replace(base.sequence, max_len=8, embedding_dim=16, num_blocks=1, dropout=0.0),
+                   train=TrainConfig(batch_size=32, epochs=1, evals_per_epoch=1, log_every=5, progress_bar=False),
+                   sequence_preprocess=replace(base.sequence_preprocess, max_len=8))
+
+
+@recipe
+def sasrec_ml1m() -> AppConfig:
+    """SASRec on MovieLens-1M with the settings of the published full-ranking comparison it is checked
+    against (Klenitskiy & Vasilev 2023, "SASRec+": cross-entropy over all items): the last 50 items,
+    dim 64, 2 blocks, 1 head, dropout 0.1, batch 128, up to 100 epochs, patience 10; all ratings as
+    implicit feedback, 5-core, leave-one-out (docs/SEQUENTIAL.md lists every protocol difference)."""
+    base = sasrec()
+    return replace(base, recipe="sasrec_ml1m",
+                   sequence=replace(base.sequence, max_len=50, num_heads=1, dropout=0.1),
+                   train=replace(base.train, batch_size=128, epochs=100, early_stop_patience=10),
+                   sequence_preprocess=SequencePreprocessConfig(max_len=50))
+
+
+@recipe
+def bert4rec_ml1m() -> AppConfig:
+    """BERT4Rec on MovieLens-1M as in the same comparison: the last 50 items, dim 64, 2 blocks, 2 heads,
+    feed-forward 256, mask probability 0.2, up to 200 epochs, patience 20."""
+    base = sasrec_ml1m()
+    return replace(base, recipe="bert4rec_ml1m", model=ModelConfig(name="bert4rec"),
+                   sequence=replace(base.sequence, num_heads=2, ffn_dim=256, mask_prob=0.2),
+                   train=replace(base.train, epochs=200, early_stop_patience=20))
+
+
+@recipe
+def gru4rec_ml1m() -> AppConfig:
+    """GRU4Rec on MovieLens-1M as in the same comparison's RNN baseline: one GRU layer of 64, dropout 0.1."""
+    base = sasrec_ml1m()
+    return replace(base, recipe="gru4rec_ml1m", model=ModelConfig(name="gru4rec"),
+                   sequence=replace(base.sequence, num_blocks=1, hidden_dim=64))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from torchrec_app.config.compression import CompressionSpec, parse_compression
 from torchrec_app.config.data import GeneratorConfig, PreprocessConfig, ReaderConfig
 from torchrec_app.config.errors import check_choice
+from torchrec_app.config.sequences import RankingEvalConfig, SequenceGeneratorConfig, SequenceModelConfig, SequencePreprocessConfig
 
 SHARDING_TYPES = (
     "data_parallel", "table_wise", "row_wise", "column_wise", "table_row_wise", "table_column_wise", "grid_shard",
@@ -114,7 +115,7 @@ class ModelConfig:
 
     name: str = "dcnv2"
     """Registered architecture: dlrm (dot interaction), dcnv2 (cross network), dcnv3 (ECN + LCN)
-    or masknet (MaskBlocks)."""
+    or masknet (MaskBlocks); next-item models sasrec, bert4rec, gru4rec, s3rec (the sequence section)."""
     dense_arch: list[int] = field(default_factory=lambda: [512, 256, 64])
     """MLP over the dense features; for dlrm its last width must equal the embedding dim."""
     over_arch: list[int] = field(default_factory=lambda: [512, 256, 1])
@@ -375,3 +376,11 @@ class AppConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     generate: GeneratorConfig = field(default_factory=GeneratorConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    sequence: SequenceModelConfig = field(default_factory=SequenceModelConfig)
+    """Next-item models (model.name sasrec, bert4rec, gru4rec, s3rec): docs/SEQUENTIAL.md."""
+    ranking: RankingEvalConfig = field(default_factory=RankingEvalConfig)
+    """The full-ranking evaluator of next-item (and general) recommenders."""
+    sequence_preprocess: SequencePreprocessConfig = field(default_factory=SequencePreprocessConfig)
+    """``preprocess --kind sequences``: interactions -> sequences."""
+    generate_sequences: SequenceGeneratorConfig = field(default_factory=SequenceGeneratorConfig)
+    """``generate --kind sequences``: planted sequences."""

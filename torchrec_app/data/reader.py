@@ -53,12 +53,14 @@ import pyarrow.parquet as pq
 from torchrec_app.config.data import ReaderConfig
 from torchrec_app.data.batch import criteo_batch_maker
 from torchrec_app.data.metadata import DatasetMetadata, load_metadata
+from torchrec_app.data.sequences.batches import sequences_batch_maker
 
 #: ``make_batch(table, batch_size)``: up to ``batch_size`` rows (``None``: none) -> one padded batch.
 BatchMaker = Callable[[pa.Table | None, int], Any]
 #: dataset kind -> ``(metadata, reader config) -> (columns to read, BatchMaker)``
 BATCH_MAKERS: dict[str, Callable[[DatasetMetadata, ReaderConfig], tuple[list[str], BatchMaker]]] = {
     "criteo": criteo_batch_maker,
+    "sequences": sequences_batch_maker,
 }
 
 
@@ -112,20 +114,21 @@ class SplitReader:
     """The batches of one rank for one split, any epoch, from any batch (see the module docstring)."""
 
     def __init__(self, data_dir: str, split: str, *, batch_size: int, rank: int, world_size: int, config: ReaderConfig,
-                 shuffle: bool, seed: int, epoch: int = 0):  # fmt: skip
+                 shuffle: bool, seed: int, epoch: int = 0,
+                 batch_maker: tuple[list[str], BatchMaker] | None = None):  # fmt: skip
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"read_batches: need batch_size >= 1 and 0 <= rank < world_size, got {batch_size=}, {rank=}, {world_size=}")
         self.meta = load_metadata(data_dir)
         if split not in self.meta.split_rows:
             raise ValueError(f"{data_dir}: the dataset has no {split!r} split; it has {sorted(self.meta.split_rows)}")
-        if self.meta.kind not in BATCH_MAKERS:
+        if batch_maker is None and self.meta.kind not in BATCH_MAKERS:
             raise ValueError(f"{data_dir}: dataset kind {self.meta.kind!r} has no batch reader; known: {sorted(BATCH_MAKERS)}")
         self.data_dir, self.split = data_dir, split
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.config, self.shuffle, self.seed, self.epoch = config, shuffle, seed, epoch
         self.start, self.end = rank_rows(self.meta.split_rows[split], rank, world_size)
         self._len = num_batches(self.meta.split_rows[split], batch_size, world_size)
-        self.columns, self.make_batch = BATCH_MAKERS[self.meta.kind](self.meta, config)
+        self.columns, self.make_batch = batch_maker or BATCH_MAKERS[self.meta.kind](self.meta, config)
         self._pieces_in_file_order: list[_Piece] | None = None
 
     def __len__(self) -> int:
@@ -331,12 +334,16 @@ def _prefetch(batches: Iterator[Any], depth: int) -> Iterator[Any]:
 
 
 def read_batches(data_dir: str, split: str, *, batch_size: int, rank: int, world_size: int, config: ReaderConfig,
-                 shuffle: bool, seed: int, epoch: int = 0) -> SplitReader:  # fmt: skip
+                 shuffle: bool, seed: int, epoch: int = 0,
+                 batch_maker: tuple[list[str], BatchMaker] | None = None) -> SplitReader:  # fmt: skip
     """The reader of ``rank`` for ``split``; iterating it yields epoch ``epoch`` (see the module docstring).
+
+    ``batch_maker``: ``(columns, make_batch)`` to use instead of the dataset kind's registered one
+    (a model family whose batches depend on its settings, ``Task.batch_maker``).
 
     Raises:
         FileNotFoundError / ValueError: no complete dataset in ``data_dir`` (names the
             path), no such split, or a dataset kind without a batch reader.
     """
     return SplitReader(data_dir, split, batch_size=batch_size, rank=rank, world_size=world_size, config=config,
-                       shuffle=shuffle, seed=seed, epoch=epoch)  # fmt: skip
+                       shuffle=shuffle, seed=seed, epoch=epoch, batch_maker=batch_maker)  # fmt: skip

@@ -28,6 +28,14 @@ planner's constraints (:func:`table_precision_problem`) and again when a plan is
   no bf16 kernel: ``"split_embedding_cpu_forward_2" not implemented for 'BFloat16'``,
   raised by the first forward, after planning and sharding. fp16 halves the memory the
   same way and trains on CPU.
+
+Unpooled tables (``EmbeddingCollection``: the item table of the sequential models) get
+:class:`CpuSafeEmbeddingCollectionSharder`: TorchRec's ``EmbeddingCollectionSharder``
+(table-wise, column-wise, row-wise; no table-row-wise) without data-parallel on CPU,
+where TorchRec 1.8's data-parallel sequence lookup returns one row per bag instead of one
+per id (``split_with_sizes expects split_sizes to sum exactly to 4 ... got [6]`` for 4
+rows holding 6 ids); ``tests/distributed/test_sequential_equivalence.py`` proves the
+others on 2 gloo ranks and that the planner never picks data-parallel there.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from typing import Mapping
 
 import torch
 from torch import nn
+from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder, ShardedEmbeddingBagCollection
 from torchrec.distributed.fbgemm_qcomm_codec import CommType, QCommsConfig, get_qcomm_codecs_registry
 from torchrec.distributed.types import ModuleSharder, ParameterSharding, ShardingEnv, ShardingType
@@ -142,8 +151,18 @@ class AllTypesEmbeddingBagCollectionSharder(EmbeddingBagCollectionSharder):
         return super().shard(module, params, env, device, module_fqn)
 
 
+class CpuSafeEmbeddingCollectionSharder(EmbeddingCollectionSharder):
+    """``EmbeddingCollectionSharder`` without data-parallel on CPU (broken there in TorchRec 1.8, see above)."""
+
+    def sharding_types(self, compute_device_type: str) -> list[str]:
+        types = list(super().sharding_types(compute_device_type))
+        if compute_device_type == "cpu":
+            types = [t for t in types if t != ShardingType.DATA_PARALLEL.value]
+        return types
+
+
 def build_sharders(qcomms_forward: str = "", qcomms_backward: str = "") -> list[ModuleSharder[nn.Module]]:
-    """The sharders the planner and ``DistributedModelParallel`` use.
+    """The sharders the planner and ``DistributedModelParallel`` use: pooled tables first, then unpooled.
 
     ``qcomms_forward`` / ``qcomms_backward`` (``fp16``, ``bf16``; empty = fp32) quantize
     the embedding all-to-alls and reduce-scatters with FBGEMM's codecs
@@ -153,4 +172,5 @@ def build_sharders(qcomms_forward: str = "", qcomms_backward: str = "") -> list[
     if qcomms_forward not in ("", "fp32") or qcomms_backward not in ("", "fp32"):
         registry = get_qcomm_codecs_registry(QCommsConfig(
             forward_precision=CommType(qcomms_forward or "fp32"), backward_precision=CommType(qcomms_backward or "fp32")))
-    return [AllTypesEmbeddingBagCollectionSharder(qcomm_codecs_registry=registry)]
+    return [AllTypesEmbeddingBagCollectionSharder(qcomm_codecs_registry=registry),
+            CpuSafeEmbeddingCollectionSharder(qcomm_codecs_registry=registry)]

@@ -17,6 +17,15 @@ validator, checkpointer and bench know nothing else about a model, so a new fami
   follow, and whether higher is better.
 * ``task.data_kind`` names the dataset layout the family reads (``metadata.json``'s
   ``kind``), which picks the batch reader.
+* Optional: ``task.batch_maker(config, metadata, data_dir)`` returns ``(columns,
+  make_batch)`` when a family's batches depend on its model settings (next-item models:
+  sequence length, the loss's candidate keys, side information); by default the reader
+  uses the dataset kind's registered batch maker. ``task.initialize(model, config,
+  metadata)`` fills the sharded model's weights before training (e.g. from a pretrained
+  model); resuming a checkpoint overrides it.
+* Optional: an evaluator with ``save_details(path)`` writes per-row / per-user results;
+  the validator calls it for the best validation and the final test evaluation
+  (``<run>/details/<split>.parquet``).
 
 The CTR task (DLRM, DCNv2, DCNv3, MaskNet, DNN over Criteo-format data) is the first
 registration: :mod:`torchrec_app.models.ctr`.
@@ -60,6 +69,8 @@ class Evaluator(Protocol):
     def compute(self) -> dict[str, float]:
         """The split's metrics over every rank's rows (a collective: every rank calls it and gets the same)."""
 
+    # optional: def save_details(self, path) -> None  (per-row results of the pass; called on every rank)
+
 
 @dataclass(frozen=True)
 class Task:
@@ -77,6 +88,10 @@ class Task:
     higher_is_better: bool = False
     describe: Callable[..., dict[str, Any]] | None = None
     """``(config, metadata) -> dict``: facts about the model for ``summary.json`` (e.g. table parameters)."""
+    batch_maker: Callable[..., tuple[list[str], Callable[..., Any]]] | None = None
+    """Optional ``(config, metadata, data_dir) -> (columns, make_batch)``; None: the dataset kind's reader."""
+    initialize: Callable[..., None] | None = None
+    """Optional ``(sharded model, config, metadata) -> None``, run once after sharding, before any resume."""
 
     def improved(self, value: float, best: float | None, min_delta: float = 0.0) -> bool:
         """Whether ``value`` of the monitored metric beats ``best`` by more than ``min_delta``.

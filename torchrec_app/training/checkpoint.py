@@ -68,6 +68,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
 from torch.distributed.checkpoint import filesystem as dcp_filesystem
 from torch.distributed.checkpoint import metadata as dcp_metadata
+
 # DCP's own key scheme for nested state ("optimizer.state.x.momentum1"): the keys checked
 # against a checkpoint's metadata and filtered before loading must be exactly DCP's, and
 # DCP exposes this only privately (no public flatten in torch 2.13). One import, here.

@@ -81,6 +81,9 @@ class Trainer:
                   f"--world-size {runtime.world_size} --json FILE [the run's overrides]")  # fmt: skip
         self.model, self.plan = build_sharded_model(model, runtime, sharding=config.sharding, optim=config.optim,
                                                     batch_size=config.train.batch_size, replan=replan)  # fmt: skip
+        if self.task.initialize is not None:  # e.g. pretrained weights; a resume below overrides them
+            self.task.initialize(self.model, config, self.metadata)
+        self._batch_maker = self.task.batch_maker(config, self.metadata, str(self.data_dir)) if self.task.batch_maker else None
         if runtime.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = config.train.tf32
             torch.backends.cudnn.allow_tf32 = config.train.tf32
@@ -98,7 +101,7 @@ class Trainer:
         self.validator = Validator(
             self.task, config.train, lambda: self.task.make_evaluator(config, self.metadata),
             lambda split: self._reader(split, train=False), steps_per_epoch, run_dir.path / "best", self.log,
-            config.checkpoint.verify_checksums,
+            config.checkpoint.verify_checksums, details_dir=run_dir.path / "details",
         )
         self.checkpointer = Checkpointer(run_dir.path / "checkpoints", config.checkpoint, self.log)
         if "valid" in self.metadata.split_rows and self.validator.next_due(0) > self.max_steps:
@@ -279,6 +282,9 @@ class Trainer:
             if metrics is None:
                 summary.update({f"{split}_auc": None, f"{split}_logloss": None, f"{split}_rows": 0})
             oracle = truth.get("oracle", {}).get(split) or {}
+            for name, value in (metrics or {}).items():  # e.g. a generator's oracle ranking metrics
+                if name not in ("auc", "logloss", "rows", "users") and isinstance(oracle.get(name), float):
+                    summary[f"{split}_oracle_{name}"] = oracle[name]
             if metrics and oracle.get("auc") is not None and "auc" in metrics:
                 summary[f"{split}_oracle_auc"] = oracle["auc"]
                 summary[f"{split}_oracle_logloss"] = oracle["logloss"]
@@ -299,7 +305,7 @@ class Trainer:
         batch_size = cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size)
         return read_batches(str(self.data_dir), split, batch_size=batch_size, rank=self.runtime.rank,
                             world_size=self.runtime.world_size, config=self.config.data, shuffle=train,
-                            seed=cfg.seed)  # fmt: skip
+                            seed=cfg.seed, batch_maker=self._batch_maker)  # fmt: skip
 
     def _write_setup_files(self) -> None:
         self.run_dir.write_json("config.json", dataclasses.asdict(self.config))

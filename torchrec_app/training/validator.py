@@ -56,15 +56,20 @@ class Validator:
         best_root: where the best state is kept.
         log: prints on the main rank.
         verify_checksums: verify the best state's checksums before restoring it (``checkpoint.verify_checksums``).
+        details_dir: where an evaluator with ``save_details(path)`` writes ``valid.parquet`` (the
+            validation of the weights training ends with: the best one when the best state is kept,
+            else the latest) and ``<split>.parquet`` of the final evaluations; None: nowhere.
     """
 
     def __init__(self, task: Task, config: TrainConfig, make_evaluator: Callable[[], Any],
                  eval_batches: Callable[[str], Iterable[Any]], steps_per_epoch: int, best_root: Path,
-                 log: Callable[[str], None], verify_checksums: bool = True) -> None:  # fmt: skip
+                 log: Callable[[str], None], verify_checksums: bool = True, details_dir: Path | None = None) -> None:  # fmt: skip
         self.task, self.config = task, config
         self.make_evaluator, self.eval_batches = make_evaluator, eval_batches
         self.steps_per_epoch, self.best_root, self.log = steps_per_epoch, Path(best_root), log
         self.verify_checksums = verify_checksums
+        self.details_dir = Path(details_dir) if details_dir is not None else None
+        self._last_evaluator: Any = None
         self.epoch_steps = validation_steps_in_epoch(steps_per_epoch, config.evals_per_epoch or 1)
         self.best_value: float | None = None
         self.best_step: int | None = None
@@ -100,8 +105,9 @@ class Validator:
 
     # -- evaluating ------------------------------------------------------------------------
 
-    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
-        """The task's metrics of ``model`` over every real row of ``split`` (collective)."""
+    def evaluate(self, model: nn.Module, split: str, details: bool = False) -> dict[str, float]:
+        """The task's metrics of ``model`` over every real row of ``split`` (collective); with
+        ``details``, also the evaluator's per-row results (:meth:`save_details`)."""
         evaluator = self.make_evaluator()
         was_training = model.training
         model.eval()
@@ -109,7 +115,16 @@ class Validator:
             for batch in self.eval_batches(split):
                 evaluator.update(model, batch)
         model.train(was_training)
-        return evaluator.compute()
+        metrics = evaluator.compute()
+        if details:
+            self.save_details(evaluator, split)
+        self._last_evaluator = evaluator
+        return metrics
+
+    def save_details(self, evaluator: Any, split: str) -> None:
+        """``<details_dir>/<split>.parquet`` from an evaluator that keeps per-row results (collective)."""
+        if self.details_dir is not None and hasattr(evaluator, "save_details"):
+            evaluator.save_details(self.details_dir / f"{split}.parquet")
 
     def validate(self, model: nn.Module, step: int, epoch: int, extra: dict[str, Any]) -> dict[str, Any]:
         """Evaluate the valid split now, record it, and keep the state if it is the best so far."""
@@ -117,12 +132,15 @@ class Validator:
         record = {"step": step, "epoch": epoch, **{f"valid_{k}": v for k, v in metrics.items()}, **extra}
         self.history.append(record)
         value = metrics.get(self.task.monitor, math.nan)
-        if self.task.improved(value, self.best_value, 0.0):
+        improved = self.task.improved(value, self.best_value, 0.0)
+        if improved:
             self.best_value, self.best_step, self.since_best = value, step, 0
             if self._keeps_best:
                 save_checkpoint(self.best_root, step, {"model": model.state_dict()}, keep=1)
         else:
             self.since_best += 1
+        if improved or not self._keeps_best:  # the valid details of the weights training will end with
+            self.save_details(self._last_evaluator, "valid")
         shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "/" not in k and k != "rows" and isinstance(v, float))
         self.log(f"[step {step}, epoch {epoch}] valid: {shown} ({int(metrics.get('rows', 0))} rows)"
                  + (" (best)" if self.best_step == step else f" (best: step {self.best_step})"))  # fmt: skip
@@ -153,7 +171,7 @@ class Validator:
             if split == "valid" and recorded is not None:
                 results[split] = {k.removeprefix("valid_"): v for k, v in recorded.items() if k.startswith("valid_")}
             else:
-                results[split] = self.evaluate(model, split)
+                results[split] = self.evaluate(model, split, details=True)
         return results
 
     # -- checkpointed state ----------------------------------------------------------------

@@ -100,6 +100,16 @@ SUITES: dict[str, Suite] = {
             BenchCase(name="dlrm_1p", recipe=_DLRM, nproc=1),
         ),
     ),
+    "sequences": Suite(
+        description="docs/SEQUENTIAL.md: SASRec, BERT4Rec, GRU4Rec on 2 processes; needs --data, a dataset of "
+                    "`preprocess --kind sequences` (generated sequences, or MovieLens-1M with the *_ml1m recipes' settings); "
+                    "run long enough for the best validation NDCG@10, e.g. --steps 2000 --evals 40 --no-ceiling --repeats 1",
+        cases=(
+            BenchCase(name="sasrec_2p", recipe="sasrec", nproc=2),
+            BenchCase(name="bert4rec_2p", recipe="bert4rec", nproc=2),
+            BenchCase(name="gru4rec_2p", recipe="gru4rec", nproc=2),
+        ),
+    ),
     "tiny": Suite(
         description="seconds-long smoke run of the bench itself (tests)",
         cases=(BenchCase(name="tiny_1p", recipe="tiny", nproc=1), BenchCase(name="tiny_2p_rw", recipe="tiny",

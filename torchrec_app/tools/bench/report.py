@@ -18,7 +18,12 @@ from torchrec_app.tools.bench.cases import BenchCase
 from torchrec_app.tools.bench.launch import RunResult
 from torchrec_app.tools.bench.step_profile import CATEGORIES
 
-QUALITY_KEYS = ("valid_auc", "valid_logloss", "test_auc", "test_logloss", "valid_auc_gap_to_oracle", "test_auc_gap_to_oracle")
+QUALITY_KEYS = ("valid_auc", "valid_logloss", "test_auc", "test_logloss", "valid_auc_gap_to_oracle", "test_auc_gap_to_oracle",
+                "valid_ndcg@10", "test_recall@10", "test_ndcg@10", "test_recall@20", "test_ndcg@20", "test_mrr",
+                "test_oracle_ndcg@10", "best_epoch", "epochs_trained")
+#: Ranking models (next-item, general): the keys of the "Ranking quality" table.
+RANKING_KEYS = ("epochs_trained", "best_epoch", "valid_ndcg@10", "test_recall@10", "test_ndcg@10", "test_recall@20",
+                "test_ndcg@20", "test_mrr", "test_oracle_ndcg@10")
 SHORT_TYPES = {"table_wise": "TW", "row_wise": "RW", "column_wise": "CW", "data_parallel": "DP",
                "table_row_wise": "TWRW", "table_column_wise": "TWCW", "grid_shard": "GRID"}  # fmt: skip
 
@@ -165,6 +170,16 @@ def markdown_report(bench: dict[str, Any]) -> str:
         for c in heavy:
             ops = ", ".join(f"{name} {ms:.1f}" for name, ms in c["step_split"]["top_ops_ms"][:6])
             lines.append(f"- **{c['name']}**: {ops}")
+    ranking = [c for c in cases if c["quality"].get("test_ndcg@10") is not None]
+    if ranking:
+        lines += ["", "## Ranking quality (full ranking, seen items masked; median over repeats)", "",
+                  "| case | epochs trained | best epoch (valid NDCG@10) | valid NDCG@10 | test Recall@10 | test NDCG@10 | "
+                  "test Recall@20 | test NDCG@20 | test MRR | oracle test NDCG@10 |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        for c in ranking:
+            q = c["quality"]
+            cells = [_fmt(q[k], 2) if k in ("epochs_trained", "best_epoch") else _fmt(q[k], 4) for k in RANKING_KEYS]
+            lines.append(f"| {c['name']} | " + " | ".join(cells) + " |")
     targets = [c for c in cases if c.get("target")]
     if targets:
         lines += ["", f"## Time to target validation AUC {targets[0]['target']['auc']}", "",
