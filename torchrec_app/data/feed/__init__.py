@@ -1,0 +1,1 @@
+"""The home-feed impression dataset (kind ``feed``): schema, batches, generation, preprocessing."""
