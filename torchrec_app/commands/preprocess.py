@@ -7,6 +7,7 @@
     torchrec-app preprocess --input train.txt --split kaggle_days --score test.txt --out DIR
 
     torchrec-app preprocess --kind sequences --input ml-1m/ratings.dat --out DIR [--items ml-1m/movies.dat]
+    torchrec-app preprocess --kind user_items --input SEQUENCES_DIR --out DIR user_items.protocol=general|sequential
 
 How the conversion works: :mod:`torchrec_app.data.preprocess` (Criteo) and
 :mod:`torchrec_app.data.sequences.preprocess` (interactions -> per-user sequences, ``docs/SEQUENTIAL.md``).
@@ -35,9 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", nargs="+", metavar="FILE", help="files split by --split")
     parser.add_argument("--split", choices=("kaggle_days", "criteo_1tb_days", "random", "leave_one_out", "time_cut"),
                         help="split policy for --input (sequences: leave_one_out or time_cut, default sequence_preprocess.split)")
-    parser.add_argument("--kind", choices=("criteo", "sequences"), default="criteo",
+    parser.add_argument("--kind", choices=("criteo", "sequences", "user_items"), default="criteo",
                         help="criteo: Criteo TSV/CSV; sequences: MovieLens ratings (u.data, ratings.dat, ratings.csv) or "
-                             "user,item,timestamp[,rating] CSV/Parquet -> per-user sequences (the sequence_preprocess section)")
+                             "user,item,timestamp[,rating] CSV/Parquet -> per-user sequences (the sequence_preprocess section); "
+                             "user_items: --input SEQUENCES_DIR -> the user-item layout of EASE / Multi-VAE (the user_items "
+                             "section: protocol general or sequential, docs/GENERAL.md)")
     parser.add_argument("--items", default=None, metavar="FILE",
                         help="sequences: the movies file (default: u.item / movies.dat / movies.csv beside the ratings)")
     parser.add_argument("--score", nargs="+", metavar="FILE",
@@ -70,6 +73,8 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
     """Entry point of ``torchrec-app preprocess``."""
     if args.kind == "sequences":
         return _run_sequences(args, config)
+    if args.kind == "user_items":
+        return _run_user_items(args, config)
     pre = config.preprocess
     pre = replace(
         pre,
@@ -113,4 +118,20 @@ def _run_sequences(args: argparse.Namespace, config: AppConfig) -> int:
           f"rows {meta.split_rows}; split {meta.split_policy}; genres {len(extra['genres'])}")
     if meta.bad_rows_skipped:
         print(f"  skipped {meta.bad_rows_skipped} bad line(s)")
+    return 0
+
+
+def _run_user_items(args: argparse.Namespace, config: AppConfig) -> int:
+    from torchrec_app.data.user_items import derive_user_items
+
+    try:
+        if not args.out or not args.input or len(args.input) != 1:
+            raise ValueError("--kind user_items needs --input SEQUENCES_DIR (one dataset from `preprocess --kind sequences`) and --out DIR")
+        meta = derive_user_items(args.input[0], args.out, config.user_items)
+    except (ValueError, OSError) as err:
+        print(f"torchrec-app preprocess: error: {err}", file=sys.stderr)
+        return 1
+    extra = meta.extra
+    print(f"wrote {args.out}: protocol {extra['protocol']}, {extra['num_items']} items; rows {meta.split_rows}; "
+          f"{extra['train_interactions']} train interactions, {extra['valid_targets']} valid / {extra['test_targets']} test targets")
     return 0

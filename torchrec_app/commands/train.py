@@ -92,6 +92,10 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
         raise ConfigError(str(err)) from None
     if args.plan:
         config = replace(config, sharding=replace(config.sharding, plan_file=args.plan))
+    from torchrec_app.models import task_for
+
+    if task_for(config.model.name).fit is not None:  # closed form (EASE): one solve on one process, no loop
+        return _fit_closed_form(args, config)
     runtime = init_runtime()
     try:
         run_path = agree_on_run_path(args.out, config.recipe)
@@ -107,4 +111,24 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
             print(format_result(summary, run_path))
     finally:
         shutdown_runtime()
+    return 0
+
+
+def _fit_closed_form(args: argparse.Namespace, config: AppConfig) -> int:
+    """``train`` for a closed-form model (:mod:`torchrec_app.training.closed_form`): refuses more than one process."""
+    from torchrec_app.training.closed_form import check_single_process, fit_closed_form
+    from torchrec_app.training.run_dir import RunDir
+
+    check_single_process(config.model.name, int(os.environ.get("WORLD_SIZE", "1")))
+    run_path = Path(args.out or f"runs/{config.recipe}-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        summary = fit_closed_form(config, Path(args.data), RunDir(run_path, enabled=True))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    ks = [k.removeprefix("test_") for k in summary if k.startswith("test_") and ("@" in k or k == "test_mrr")]
+    print(f"result: {summary['model']} (recipe {summary['recipe']}, closed form) on 1 process, {summary['train_seconds']:.1f} s solve")
+    for split in ("valid", "test"):
+        if f"{split}_users" in summary:
+            print(f"  {split:<6} " + "  ".join(f"{k}={summary[f'{split}_{k}']:.4f}" for k in ks) + f"  ({summary[f'{split}_users']} users)")
+    print(f"  run directory: {run_path} (summary.json, metrics.jsonl, config.json, details/)")
     return 0

@@ -11,6 +11,7 @@ from typing import Callable
 
 from torchrec_app.config.data import ReaderConfig
 from torchrec_app.config.errors import ConfigError
+from torchrec_app.config.general import EaseConfig, MultiVaeConfig
 from torchrec_app.config.schema import (
     AppConfig,
     CrossConfig,
@@ -324,3 +325,29 @@ def gru4rec_ml1m() -> AppConfig:
     base = sasrec_ml1m()
     return replace(base, recipe="gru4rec_ml1m", model=ModelConfig(name="gru4rec"),
                    sequence=replace(base.sequence, num_blocks=1, hidden_dim=64))
+
+
+# -- general recommenders on user-item data (docs/GENERAL.md) -----------------------------
+
+
+@recipe
+def ease() -> AppConfig:
+    """EASE (closed form, one process) on a user-item dataset (``preprocess --kind user_items``): lambda 200,
+    float64 solve within 8 GB (20 x items^2 bytes), users scored 1024 at a time, top-100 lists saved."""
+    return AppConfig(recipe="ease", model=ModelConfig(name="ease"), ease=EaseConfig(l2=200.0),
+                     sequence_preprocess=SequencePreprocessConfig(min_item_interactions=1, max_len=50))
+
+
+@recipe
+def multivae() -> AppConfig:
+    """Multi-VAE ([N -> 600 -> 200 -> 600 -> N], input dropout 0.5, KL annealed to 0.2) trained by the loop:
+    the item table (first layer) placed by the planner, Adam on the rest; batch 128 users, early stopping
+    on validation NDCG@10. total_anneal_steps 2000 reaches the cap after ~5 epochs of 2000 users on 2 processes."""
+    return AppConfig(
+        recipe="multivae",
+        model=ModelConfig(name="multivae"),
+        multivae=MultiVaeConfig(hidden_dim=600, latent_dim=200, input_dropout=0.5, anneal_cap=0.2, total_anneal_steps=2000),
+        optim=OptimConfig(sparse="adagrad", sparse_lr=0.05, dense="adam", dense_lr=1e-3),
+        train=TrainConfig(batch_size=128, epochs=100, evals_per_epoch=1, early_stop_patience=10, log_every=20),
+        sequence_preprocess=SequencePreprocessConfig(min_item_interactions=1, max_len=50),
+    )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from torchrec_app.config.compression import CompressionSpec, parse_compression
 from torchrec_app.config.data import GeneratorConfig, PreprocessConfig, ReaderConfig
 from torchrec_app.config.errors import check_choice
+from torchrec_app.config.general import EaseConfig, FusionConfig, MultiVaeConfig, UserItemsConfig
 from torchrec_app.config.sequences import RankingEvalConfig, SequenceGeneratorConfig, SequenceModelConfig, SequencePreprocessConfig
 
 SHARDING_TYPES = (
@@ -384,3 +385,11 @@ class AppConfig:
     """``preprocess --kind sequences``: interactions -> sequences."""
     generate_sequences: SequenceGeneratorConfig = field(default_factory=SequenceGeneratorConfig)
     """``generate --kind sequences``: planted sequences."""
+    user_items: UserItemsConfig = field(default_factory=UserItemsConfig)
+    """``preprocess --kind user_items``: a sequences dataset -> the user-item layout (docs/GENERAL.md)."""
+    ease: EaseConfig = field(default_factory=EaseConfig)
+    """EASE (model.name=ease): the closed-form item-item model."""
+    multivae: MultiVaeConfig = field(default_factory=MultiVaeConfig)
+    """Multi-VAE (model.name=multivae)."""
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    """``rerank`` / ``ensemble``: combining several ranking runs."""

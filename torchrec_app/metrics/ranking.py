@@ -249,15 +249,19 @@ class RankingMetrics:
         self._targets: list[torch.Tensor] = []
         self._ranks: list[torch.Tensor] = []
         self._top: list[torch.Tensor] = []
+        self._top_scores: list[torch.Tensor] = []
         self._gathered: dict[str, torch.Tensor] | None = None
 
-    def add(self, users: torch.Tensor, targets: torch.Tensor, ranks: torch.Tensor, top_ids: torch.Tensor | None = None) -> None:
-        """Results of ``B`` real users: ids ``B``, targets and ranks ``B x T`` (-1 / 0 pad), top-K ids ``B x K``."""
+    def add(self, users: torch.Tensor, targets: torch.Tensor, ranks: torch.Tensor, top_ids: torch.Tensor | None = None,
+            top_scores: torch.Tensor | None = None) -> None:
+        """Results of ``B`` real users: ids ``B``, targets and ranks ``B x T`` (-1 / 0 pad), top-K ids ``B x K``
+        and, optionally, their scores ``B x K`` (saved as ``top_k_scores``, e.g. for a re-ranker's features)."""
         rows = users.shape[0]
         self._users.append(users.long().reshape(rows).cpu())
         self._targets.append(targets.long().reshape(rows, -1).cpu())
         self._ranks.append(ranks.long().reshape(rows, -1).cpu())
         self._top.append((top_ids if top_ids is not None else torch.empty(rows, 0)).long().reshape(rows, -1).cpu())
+        self._top_scores.append((top_scores if top_scores is not None else torch.empty(rows, 0)).double().reshape(rows, -1).cpu())
         self._gathered = None
 
     def _local(self) -> dict[str, torch.Tensor]:
@@ -266,6 +270,7 @@ class RankingMetrics:
             "targets": _cat_padded(self._targets, -1),
             "ranks": _cat_padded(self._ranks, 0),
             "top": _cat_padded(self._top, -1),
+            "top_scores": _cat_padded(self._top_scores, -1) if self._top_scores else torch.empty(0, 0, dtype=torch.float64),
         }
 
     def gather(self) -> dict[str, torch.Tensor]:
@@ -289,7 +294,7 @@ class RankingMetrics:
         """One row per user, sorted by user: ``user, targets, ranks, <metric>... , top_k``."""
         data = self.gather()
         order = torch.argsort(data["users"], stable=True)
-        users, targets, ranks, top = (data[k][order] for k in ("users", "targets", "ranks", "top"))
+        users, targets, ranks, top, top_scores = (data[k][order] for k in ("users", "targets", "ranks", "top", "top_scores"))
         columns: dict[str, pa.Array] = {
             "user": pa.array(users.numpy(), pa.int64()),
             "targets": _list_column(targets, targets >= 0),
@@ -302,6 +307,8 @@ class RankingMetrics:
             for name in [f"{m}@{k}" for k in self.ks for m in ("recall", "ndcg")] + ["mrr"]:
                 columns[name] = pa.array([], pa.float64())
         columns["top_k"] = _list_column(top, top >= 0)
+        if top_scores.numel() and top_scores.shape == top.shape:
+            columns["top_k_scores"] = _list_column(top_scores, top >= 0, pa.float64())
         return pa.table(columns)
 
     def write_per_user(self, path: str | os.PathLike) -> None:
@@ -340,12 +347,12 @@ def _all_gather_rows(tensor: torch.Tensor, pad: int) -> torch.Tensor:
     return torch.cat([g[: int(s[0])] for g, s in zip(gathered, shapes)]).cpu()
 
 
-def _list_column(values: torch.Tensor, keep: torch.Tensor) -> pa.Array:
+def _list_column(values: torch.Tensor, keep: torch.Tensor, value_type: pa.DataType = pa.int64()) -> pa.Array:
     lengths = keep.sum(dim=1).numpy() if values.numel() else np.zeros(values.shape[0], dtype=np.int64)
     offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     flat = values[keep].numpy() if values.numel() else np.zeros(0, dtype=np.int64)
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, pa.int64()))
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, value_type))
 
 
 # ------------------------------------------------------------------ comparing two models

@@ -23,6 +23,8 @@ validator, checkpointer and bench know nothing else about a model, so a new fami
   uses the dataset kind's registered batch maker. ``task.initialize(model, config,
   metadata)`` fills the sharded model's weights before training (e.g. from a pretrained
   model); resuming a checkpoint overrides it.
+* Optional: ``task.fit(config, metadata, data_dir)`` for closed-form models (EASE): the
+  model is solved, not trained, and scored by the same evaluator into the same run directory.
 * Optional: an evaluator with ``save_details(path)`` writes per-row / per-user results;
   the validator calls it for the best validation and the final test evaluation
   (``<run>/details/<split>.parquet``).
@@ -92,6 +94,10 @@ class Task:
     """Optional ``(config, metadata, data_dir) -> (columns, make_batch)``; None: the dataset kind's reader."""
     initialize: Callable[..., None] | None = None
     """Optional ``(sharded model, config, metadata) -> None``, run once after sharding, before any resume."""
+    fit: Callable[..., nn.Module] | None = None
+    """Optional, closed-form models (EASE): ``(config, metadata, data_dir) -> model`` with ``score(batch)``,
+    solved on one process instead of trained; ``train`` then scores it with ``make_evaluator`` and writes
+    the same run directory (:mod:`torchrec_app.training.closed_form`). The loop is not used."""
 
     def improved(self, value: float, best: float | None, min_delta: float = 0.0) -> bool:
         """Whether ``value`` of the monitored metric beats ``best`` by more than ``min_delta``.
