@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("torchrec_app.commands.bench", "measure samples/s, step-time split, pipeline efficiency and AUC of configs"),
     "explain": ("torchrec_app.commands.explain", "rank feature crosses and features by a trained DCNv2's cross-layer weight blocks"),
     "compare": ("torchrec_app.commands.compare", "compare two ranking runs' per-user results (paired interval)"),
+    "ensemble": ("torchrec_app.commands.ensemble", "combine ranking runs (priority heuristic, RRF with weights fitted on valid)"),
+    "rerank": ("torchrec_app.commands.rerank", "LightGBM LambdaRank re-ranker over ranking runs' candidates, trained on valid"),
     "suggest-dims": ("torchrec_app.commands.suggest_dims", "propose per-feature embedding dims from cross importance under a budget"),
 }
 
