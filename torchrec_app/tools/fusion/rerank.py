@@ -148,7 +148,6 @@ def fit_reranker(valid: list[RunLists], facts: ItemFacts, config: FusionConfig):
     held_set = lgb.Dataset(x_held, y_held, group=g_held, reference=train_set)
     return lgb.train(params, train_set, num_boost_round=config.num_rounds, valid_sets=[held_set],
                      callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)])  # fmt: skip
-    return model
 
 
 def rerank_lists(model, runs: list[RunLists], facts: ItemFacts, split: str, candidates: int) -> list[np.ndarray]:
