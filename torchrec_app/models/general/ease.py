@@ -44,7 +44,7 @@ def ease_memory_bytes(num_items: int) -> int:
 def check_ease_memory(num_items: int, config: EaseConfig) -> int:
     """The solve's bytes, or ``ConfigError`` with the figure when it exceeds ``ease.memory_gb``.
 
-    >>> check_ease_memory(100_000, EaseConfig(memory_gb=8))
+    >>> check_ease_memory(100_000, EaseConfig(memory_gb=8.0))
     Traceback (most recent call last):
     ...
     torchrec_app.config.errors.ConfigError: EASE on 100,000 items needs 200.0 GB (items^2 x 8 bytes for the float64 Gram matrix, the same for its inverse, items^2 x 4 for the float32 B) but ease.memory_gb=8.0; raise ease.memory_gb if the machine has it, or reduce the catalog (sequence_preprocess.min_item_interactions)

@@ -46,6 +46,7 @@ class UserItemsEvaluator:
             seen = batch.seen() if self.config.mask_seen else None
             ranks, top, top_scores = rank_full_scores(scores, batch.targets, seen, k=self.config.save_top_k, min_item=1,
                                                       block_items=self.config.item_block)  # fmt: skip
+        top = torch.where(torch.isneginf(top_scores), torch.full_like(top, -1), top)  # masked / padding: not recommendations
         real = batch.weights > 0
         self.metrics.add(batch.users[real], batch.targets[real], ranks[real], top[real], top_scores[real])
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from torchrec_app.config.general import FusionConfig
 from torchrec_app.metrics.ranking import paired_comparison, read_per_user
-from torchrec_app.tools.fusion.lists import RunLists, details_path, evaluate_fused, load_runs
+from torchrec_app.tools.fusion.lists import RunLists, details_path, evaluate_fused, list_depths, load_runs
 
 
 def priority_order(runs: list[RunLists], user_index: int, candidates: int) -> np.ndarray:
@@ -101,7 +101,7 @@ def run_ensemble(runs: list[str], out_dir: str, config: FusionConfig, ks=(10, 20
     best_single = max(runs, key=lambda r: singles[r])
     os.makedirs(os.path.join(out_dir, "details"), exist_ok=True)
     summary: dict[str, Any] = {"runs": runs, "priority_order": runs, "rrf_weights": list(weights), "rrf_k": config.rrf_k,
-                               "candidates": config.candidates, "fit_metric": config.fit_metric, "weights_tried": tried,
+                               "candidates": config.candidates, "list_depths": list_depths(test), "fit_metric": config.fit_metric, "weights_tried": tried,
                                "best_single_run": best_single, "valid_single": {r: float(v) for r, v in singles.items()}}  # fmt: skip
     for split, lists in (("valid", valid), ("test", test)):
         users = range(len(lists[0].users))

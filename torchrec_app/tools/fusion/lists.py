@@ -79,7 +79,12 @@ def read_run_lists(run: str, split: str) -> RunLists:
 
 
 def load_runs(runs: list[str], split: str, candidates: int) -> list[RunLists]:
-    """``split`` of every run in ``runs``, checked to hold the same users and targets and top lists of >= ``candidates``."""
+    """``split`` of every run in ``runs``, checked to hold the same users and targets.
+
+    A run contributes the first ``candidates`` items of each list; lists may be shorter (a
+    catalog smaller than ``candidates`` once seen items are removed, or ``ranking.save_top_k``
+    smaller): :func:`list_depths` reports what each run gave.
+    """
     if len(runs) < 2:
         raise ValueError(f"give at least two runs to combine, got {len(runs)}")
     loaded = [read_run_lists(r, split) for r in runs]
@@ -91,12 +96,12 @@ def load_runs(runs: list[str], split: str, candidates: int) -> list[RunLists]:
         bad = [int(u) for u, a, b in zip(first.users, first.targets, lists.targets) if sorted(a) != sorted(b)]
         if bad:
             raise ValueError(f"users {bad[:5]} have different {split} targets in {run} and {runs[0]}: combine runs of the same protocol")
-    for run, lists in zip(runs, loaded):
-        shortest = min((len(t) for t in lists.top), default=0)
-        if shortest < candidates and any(len(t) < candidates for t in lists.top if len(t) > 0):
-            raise ValueError(f"{run}'s {split} top-K lists hold {shortest} items but fusion.candidates={candidates}: "
-                             f"lower fusion.candidates or rerun with ranking.save_top_k={candidates}")  # fmt: skip
     return loaded
+
+
+def list_depths(runs: list[RunLists]) -> dict[str, int]:
+    """The longest top-K list of each run (what it can contribute to the candidates)."""
+    return {run.name: max((len(t) for t in run.top), default=0) for run in runs}
 
 
 def candidate_union(runs: list[RunLists], user_index: int, candidates: int) -> np.ndarray:

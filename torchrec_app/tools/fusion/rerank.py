@@ -36,7 +36,7 @@ from torchrec_app.config.general import FusionConfig
 from torchrec_app.data.metadata import load_metadata
 from torchrec_app.data.user_items import read_split
 from torchrec_app.metrics.ranking import paired_comparison, read_per_user
-from torchrec_app.tools.fusion.lists import RunLists, candidate_union, details_path, evaluate_fused, load_runs
+from torchrec_app.tools.fusion.lists import RunLists, candidate_union, details_path, evaluate_fused, list_depths, load_runs
 
 
 class ItemFacts:
@@ -172,7 +172,7 @@ def run_rerank(runs: list[str], data_dir: str, out_dir: str, config: FusionConfi
     model = fit_reranker(valid, facts, config)
     test = load_runs(runs, "test", config.candidates)
     os.makedirs(os.path.join(out_dir, "details"), exist_ok=True)
-    summary: dict[str, Any] = {"runs": runs, "data": data_dir, "candidates": config.candidates,
+    summary: dict[str, Any] = {"runs": runs, "data": data_dir, "candidates": config.candidates, "list_depths": list_depths(valid),
                                "best_iteration": int(model.best_iteration or model.current_iteration()),
                                "feature_importance": dict(zip(feature_names([r.name for r in valid]),
                                                               (round(float(g), 3) for g in model.feature_importance("gain")))),
