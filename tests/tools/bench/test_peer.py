@@ -80,12 +80,20 @@ def test_runs_on_two_processes_and_reads_the_bar(fake_peer, tmp_path):
     assert result["steady_samples_per_second"] > result["samples_per_second"]  # warm-up steps left out
     assert "Total number of iterations: 20" in (tmp_path / "peer-0" / "peer.log").read_text()
 
-    case = {"name": "dlrm_2p", "model": "dlrm", "nproc": 2, "samples_per_second": {"median": 2.0 * result["samples_per_second"]},
-            "ceiling_samples_per_second": {"median": 3.0 * result["samples_per_second"]}}  # fmt: skip
+    ours = tmp_path / "ours"
+    ours.mkdir()  # the trainer's log intervals: steps 1-10 slow (warm-up), then 2x and 3x the peer's steady rate
+    steady = result["steady_samples_per_second"]
+    (ours / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 0.5, "samples_per_second": v}) + "\n"
+                                                for s, v in [(10, 1.0), (20, 2 * steady), (30, 3 * steady)]))  # fmt: skip
+    case = {"name": "dlrm_2p", "model": "dlrm", "nproc": 2, "global_batch_size": 128,
+            "samples_per_second": {"median": 2.0 * result["samples_per_second"]},
+            "ceiling_samples_per_second": {"median": 3.0 * result["samples_per_second"]},
+            "runs": [{"kind": "end_to_end", "run_dir": str(ours)}]}  # fmt: skip
     case["peer"] = summarize_peer(case, [result], flags)
     assert case["peer"]["ours_over_peer"] == pytest.approx(2.0) and case["peer"]["ceiling_over_peer"] == pytest.approx(3.0)
+    assert case["peer"]["steady"]["end_to_end"] == pytest.approx(2.4 * steady)  # 20 steps in 1/2 + 1/3 of the time
     row = peer_markdown([case])[-1]
-    assert row.startswith("| dlrm_2p | dlrm | 2 |") and "| 2.00× | 3.00× |" in row
+    assert row.startswith("| dlrm_2p | dlrm | 2 |") and "| 2.00× | 3.00× |" in row and "| 2.40× | – |" in row
 
 
 def test_a_failing_peer_is_reported_with_its_log(fake_peer, tmp_path):

@@ -24,6 +24,7 @@ interaction: ``--interaction_type original``) or ``dcnv2`` with one low-rank cro
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import statistics
@@ -39,8 +40,10 @@ from torchrec_app.data.metadata import DatasetMetadata
 from torchrec_app.data.reader import table_sizes
 from torchrec_app.distributed.runtime import free_port
 
-#: Steps left out of the steady-state figure (pipeline fill, allocator, first all-to-alls).
-WARMUP_STEPS = 5
+#: Steps left out of the steady-state figures (pipeline fill, allocator, first all-to-alls, compilation):
+#: for the peer from its bar, for ours from the trainer's log intervals (``metrics.jsonl``, every
+#: ``train.log_every`` = 10 steps in the bench recipes) that start at or after this step.
+WARMUP_STEPS = 10
 #: dlrm_main's sparse features: torchrec's ``DEFAULT_CAT_NAMES`` (26, like Criteo).
 PEER_SPARSE_FEATURES = 26
 
@@ -75,7 +78,7 @@ def parse_tqdm_throughput(log: str, global_batch_size: int, warmup_steps: int = 
     >>> bar = "Epoch 0: {:3d}%|#    | {}/8 [00:01<00:00, {}]"
     >>> log = "\\r".join(bar.format(100 * n // 8, n, rate) for n, rate in
     ...                  [(0, "?it/s"), (1, "2.00it/s"), (5, "4.00it/s"), (6, "4.00it/s"), (8, "4.40it/s")])
-    >>> result = parse_tqdm_throughput(log + "Total number of iterations: 8\\n", global_batch_size=100)
+    >>> result = parse_tqdm_throughput(log + "Total number of iterations: 8\\n", global_batch_size=100, warmup_steps=5)
     >>> result.steps, round(result.seconds, 3), round(result.samples_per_second), round(result.steady_samples_per_second)
     (8, 1.818, 440, 528)
     """
@@ -147,8 +150,8 @@ def peer_command(script: Path, nproc: int, flags: list[str]) -> list[str]:
 
 
 def check_peer_script(path: str | os.PathLike) -> Path:
-    """``path`` as a Path if it is a file, else ``ConfigError`` saying how to get dlrm_main."""
-    script = Path(path)
+    """``path`` as an absolute Path if it is a file, else ``ConfigError`` saying how to get dlrm_main."""
+    script = Path(path).resolve()  # the peer runs in its own directory (it imports its data/ package from there)
     if not script.is_file():
         raise ConfigError(f"--peer-dlrm {path}: no such file; fetch facebookresearch/dlrm and export torchrec_dlrm/ "
                           "under data/external/dlrm/ (docs/BENCHMARKS.md, 'DLRM step vs dlrm_main')")  # fmt: skip
@@ -193,17 +196,47 @@ def _child_output_tail(text: str, lines: int = 25) -> str:
     return "\n".join(child.replace("\r", "\n").splitlines()[-lines:])
 
 
+def steady_samples_per_second(run_dir: str | os.PathLike, global_batch_size: int, after_step: int = WARMUP_STEPS) -> float | None:
+    """Our trainer's samples/s over the log intervals of ``metrics.jsonl`` that start at or after ``after_step``.
+
+    Each interval record holds its end ``step`` and its ``samples_per_second``; its seconds are
+    ``steps x global batch / samples_per_second`` (every row of a bench batch is real).
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    intervals = [r for r in records if "samples_per_second" in r and "loss" in r]
+    samples = seconds = 0.0
+    for previous, record in zip([{"step": 0}, *intervals], intervals):
+        steps = record["step"] - previous["step"]
+        if previous["step"] >= after_step and record["samples_per_second"] > 0:
+            samples += steps * global_batch_size
+            seconds += steps * global_batch_size / record["samples_per_second"]
+    return samples / seconds if seconds else None
+
+
 def summarize_peer(case: dict[str, Any], runs: list[dict[str, Any]], flags: list[str]) -> dict[str, Any]:
-    """The ``peer`` entry of a case in ``bench.json``: medians, ratios of ours to the peer, the loads seen."""
+    """The ``peer`` entry of a case in ``bench.json``: medians, ratios of ours to the peer, the loads seen.
+
+    ``*_steady`` figures leave out the first :data:`WARMUP_STEPS` steps on both sides.
+    """
     peer = statistics.median(r["samples_per_second"] for r in runs)
     ours = case["samples_per_second"]["median"]
     ceiling = case.get("ceiling_samples_per_second", {}).get("median")
-    steady = [r["steady_samples_per_second"] for r in runs if r["steady_samples_per_second"]]
     loads = [r["load_average"][k] for r in runs for k in ("before", "after")]
+
+    def median_or_none(values):
+        values = [v for v in values if v]
+        return statistics.median(values) if values else None
+
+    def ours_steady(kind):
+        return median_or_none(steady_samples_per_second(r["run_dir"], case["global_batch_size"])
+                              for r in case.get("runs", []) if r["kind"] == kind)  # fmt: skip
+
     return {"script": "dlrm_main.py", "flags": flags, "samples_per_second": peer,
-            "steady_samples_per_second": statistics.median(steady) if steady else None,
             "ours_over_peer": ours / peer if peer else None,
             "ceiling_over_peer": ceiling / peer if ceiling and peer else None,
+            "steady": {"peer": median_or_none(r["steady_samples_per_second"] for r in runs),
+                       "end_to_end": ours_steady("end_to_end"), "ceiling": ours_steady("ceiling")},
             "load_average": {"min": min(loads), "max": max(loads)}, "runs": runs}  # fmt: skip
 
 
@@ -212,21 +245,29 @@ def peer_markdown(cases: list[dict[str, Any]]) -> list[str]:
     with_peer = [c for c in cases if c.get("peer")]
     if not with_peer:
         return []
+
+    def num(value):
+        return f"{value:,.0f}" if value else "–"
+
+    def ratio(value, peer):
+        return f"{value / peer:.2f}×" if value and peer else "–"
+
     lines = ["", "## Against TorchRec's dlrm_main (same shapes, same run)", "",
              "Peer: `torchrec_dlrm/dlrm_main.py` on its random in-memory batches, same processes, tables, widths, "
-             "batch and optimizer; samples/s over all its training steps (tqdm's bar), median over repeats.", "",
-             "| case | model | procs | dlrm_main samples/s | ours end-to-end | ours in-memory | end-to-end ÷ peer | "
-             "in-memory ÷ peer | load average during peer runs |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+             "batch and optimizer; median over repeats. *All steps*: samples/s over every training step, as the "
+             f"tables above count; *steady*: after the first {WARMUP_STEPS} steps (ours from the trainer's log intervals).", "",
+             "| case | model | procs | dlrm_main | ours end-to-end | ours in-memory | end-to-end ÷ peer | in-memory ÷ peer | "
+             "steady: dlrm_main | steady: ours e2e | steady: ours in-memory | steady e2e ÷ peer | steady in-mem ÷ peer | "
+             "load average (peer runs) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
     for c in with_peer:
-        p = c["peer"]
-        ceiling = c.get("ceiling_samples_per_second", {}).get("median")
-        ceiling_text = f"{ceiling:,.0f}" if ceiling else "–"
-        ceiling_ratio = f"{p['ceiling_over_peer']:.2f}×" if p["ceiling_over_peer"] else "–"
+        p, steady = c["peer"], c["peer"]["steady"]
+        ours, ceiling = c["samples_per_second"]["median"], c.get("ceiling_samples_per_second", {}).get("median")
         lines.append(
-            f"| {c['name']} | {c['model']} | {c['nproc']} | {p['samples_per_second']:,.0f} | "
-            f"{c['samples_per_second']['median']:,.0f} | {ceiling_text} | {p['ours_over_peer']:.2f}× | {ceiling_ratio} | "
-            f"{p['load_average']['min']}–{p['load_average']['max']} |"
+            f"| {c['name']} | {c['model']} | {c['nproc']} | {num(p['samples_per_second'])} | {num(ours)} | {num(ceiling)} | "
+            f"{ratio(ours, p['samples_per_second'])} | {ratio(ceiling, p['samples_per_second'])} | {num(steady['peer'])} | "
+            f"{num(steady['end_to_end'])} | {num(steady['ceiling'])} | {ratio(steady['end_to_end'], steady['peer'])} | "
+            f"{ratio(steady['ceiling'], steady['peer'])} | {p['load_average']['min']}–{p['load_average']['max']} |"
         )
     return lines
 
