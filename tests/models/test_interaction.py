@@ -42,6 +42,21 @@ def test_matches_the_current_interaction(num_sparse, dim, interact_dense, dtype)
         torch.testing.assert_close(g, e, msg=lambda m: f"{name}: {m}")  # default tolerances of dtype
 
 
+def test_matches_under_bf16_autocast():
+    """``train.amp=bf16``: the dense arch hands over bf16, the tables fp32; gradients come back in each input's dtype."""
+    generator = torch.Generator().manual_seed(0)
+    dense, sparse = torch.randn(6, 8, generator=generator).bfloat16(), torch.randn(6, 4, 8, generator=generator)
+    grad_out = torch.randn(6, interaction_width(8, 4), generator=generator).bfloat16()
+    results = []
+    for module in (InteractionArch(num_sparse_features=4), PairwiseDotInteraction(num_sparse_features=4)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            results.append(_forward_backward(module, dense, sparse, grad_out))
+    for name, got, expected in zip(("output", "dense grad", "sparse grad"), results[1], results[0]):
+        assert got.dtype == expected.dtype, name
+        # both round to bf16 (8 bits of mantissa), summing in different orders: compare at bf16's resolution
+        torch.testing.assert_close(got, expected, rtol=1.6e-2, atol=1e-2, msg=lambda m: f"{name}: {m}")
+
+
 def test_column_order_is_interaction_arch_order():
     """Columns: d, then <d, e_f>, then <e_i, e_j> for i < j row by row (what the over arch's weights assume)."""
     dense = torch.tensor([[1.0, 0.0]])

@@ -63,6 +63,7 @@ class _PairwiseDot(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         dense, sparse, mirror_index = ctx.saved_tensors
+        dense, sparse = dense.to(grad_out.dtype), sparse.to(grad_out.dtype)  # bf16 autocast: the forward's bmm ran in bf16
         batch, num_sparse, dim = sparse.shape
         num_dense_dots = num_sparse if ctx.interact_dense else 0
         grad_pairs = nn.functional.pad(grad_out[:, dim + num_dense_dots :], (0, 1))  # last column 0: the diagonal
