@@ -162,6 +162,7 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
     results: dict[str, dict[str, list]] = {c.name: {k: [] for k in kinds} for c in cases}
     total, done = len(cases) * len(kinds) * args.repeats, 0
     for repeat in range(args.repeats):
+        peer_this_repeat: dict[tuple, dict] = {}
         for case in cases:
             for kind in kinds:
                 run_dir = out / "runs" / case.name / f"{kind}-{repeat}"
@@ -179,7 +180,10 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
                 auc = f", valid AUC {s['valid_auc']:.4f}" if s.get("valid_auc") is not None else ""
                 print(f"{s['samples_per_second']:,.0f} samples/s ({s['train_seconds']:.1f}s training, "
                       f"{result.wall_seconds:.0f}s wall{auc})", flush=True)  # fmt: skip
-            if case.name in peers:
+            key = (case.nproc, *peers.get(case.name, ()))  # cases with the same peer command share its run
+            if case.name in peers and key in peer_this_repeat:
+                peer_runs[case.name].append(peer_this_repeat[key])
+            elif case.name in peers:
                 print(f"bench: {case.name} peer dlrm_main.py repeat {repeat + 1}/{args.repeats} ...", end=" ", flush=True)
                 try:
                     peer = run_peer(peer_script, case.nproc, peers[case.name], configs[case.name].train.batch_size * case.nproc,
@@ -188,7 +192,7 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
                     print("failed", flush=True)
                     print(f"torchrec-app bench: {err}", file=sys.stderr)
                     return 1
-                peer_runs[case.name].append(peer)
+                peer_runs[case.name].append(peer_this_repeat.setdefault(key, peer))
                 print(f"{peer['samples_per_second']:,.0f} samples/s (load {peer['load_average']['after']})", flush=True)
 
     entries = []
