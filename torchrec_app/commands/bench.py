@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, default=500_000, help="rows of generated data when --data is not given")
     parser.add_argument("--reader-batches", type=int, default=50, help="batches read when measuring the reader alone")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds before one run counts as failed")
+    parser.add_argument("--peer-dlrm", metavar="PATH", help="a fetched torchrec_dlrm/dlrm_main.py: run it with each dlrm/dcnv2 "
+                        "case's shapes in the same run and report it next to ours (torchrec_app.tools.bench.peer)")  # fmt: skip
 
 
 def bench_cases(args: argparse.Namespace) -> list[BenchCase]:
@@ -123,6 +125,7 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
     from torchrec_app.tools.bench.data import dataset_for_bench
     from torchrec_app.tools.bench.data_speed import measure_reader
     from torchrec_app.tools.bench.launch import BenchRunError, run_training
+    from torchrec_app.tools.bench.peer import PeerRunError, check_peer_script, peer_flags_by_case, run_peer, summarize_peer
     from torchrec_app.tools.bench.plots import plot_auc_vs_samples, plot_samples_per_second
     from torchrec_app.tools.bench.report import markdown_report, summarize_case
 
@@ -137,11 +140,16 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
     for case in cases:  # every case must resolve before the first run starts
         case.check(tuple(common))
         configs[case.name] = resolve_config(case.recipe, [*case.overrides, *common])
+    peer_script = check_peer_script(args.peer_dlrm) if args.peer_dlrm else None
     out = Path(args.out or f"runs/bench-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     started, load_before = time.perf_counter(), _load()
     data = dataset_for_bench(args.data, args.rows, config.generate, config.preprocess)
     meta = load_metadata(data)
+    peers = {}
+    if peer_script:
+        peers = peer_flags_by_case(cases, configs, meta, args.steps)
+    peer_runs: dict[str, list] = {name: [] for name in peers}
 
     readers: dict[tuple, dict[str, Any]] = {}
     for case in cases:
@@ -154,6 +162,7 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
     results: dict[str, dict[str, list]] = {c.name: {k: [] for k in kinds} for c in cases}
     total, done = len(cases) * len(kinds) * args.repeats, 0
     for repeat in range(args.repeats):
+        peer_this_repeat: dict[tuple, dict] = {}
         for case in cases:
             for kind in kinds:
                 run_dir = out / "runs" / case.name / f"{kind}-{repeat}"
@@ -171,12 +180,28 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
                 auc = f", valid AUC {s['valid_auc']:.4f}" if s.get("valid_auc") is not None else ""
                 print(f"{s['samples_per_second']:,.0f} samples/s ({s['train_seconds']:.1f}s training, "
                       f"{result.wall_seconds:.0f}s wall{auc})", flush=True)  # fmt: skip
+            key = (case.nproc, *peers.get(case.name, ()))  # cases with the same peer command share its run
+            if case.name in peers and key in peer_this_repeat:
+                peer_runs[case.name].append(peer_this_repeat[key])
+            elif case.name in peers:
+                print(f"bench: {case.name} peer dlrm_main.py repeat {repeat + 1}/{args.repeats} ...", end=" ", flush=True)
+                try:
+                    peer = run_peer(peer_script, case.nproc, peers[case.name], configs[case.name].train.batch_size * case.nproc,
+                                    out / "runs" / case.name / f"peer-{repeat}", args.timeout)  # fmt: skip
+                except PeerRunError as err:
+                    print("failed", flush=True)
+                    print(f"torchrec-app bench: {err}", file=sys.stderr)
+                    return 1
+                peer_runs[case.name].append(peer_this_repeat.setdefault(key, peer))
+                print(f"{peer['samples_per_second']:,.0f} samples/s (load {peer['load_average']['after']})", flush=True)
 
     entries = []
     for case in cases:
         cfg = configs[case.name]
         runs = results[case.name]
         entries.append(summarize_case(case, runs["end_to_end"], runs.get("ceiling", []), readers[(cfg.train.batch_size, repr(cfg.data))]))
+        if peer_runs.get(case.name):
+            entries[-1]["peer"] = summarize_peer(entries[-1], peer_runs[case.name], peers[case.name])
     bench = {
         "bench": {
             "command": command_line(args),

@@ -130,6 +130,10 @@ class ModelConfig:
     """dcnv3 only: its two cross networks."""
     masknet: MaskNetConfig = field(default_factory=MaskNetConfig)
     """masknet only: its MaskBlocks."""
+    compile: bool = False
+    """CTR towers: torch.compile (CPU/GPU inductor) every dense part of the tower (dense arch,
+    interaction, over arch; not the tables). Off by default: measured in docs/BENCHMARKS.md.
+    Fails at start-up with one clear error if inductor cannot compile here (no C++ compiler)."""
 
     def __post_init__(self) -> None:
         check_choice("model", "structure", self.structure, STRUCTURES)

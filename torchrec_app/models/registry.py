@@ -13,6 +13,7 @@ from torch import nn
 
 from torchrec_app.config.errors import ConfigError
 from torchrec_app.config.schema import ModelConfig
+from torchrec_app.models.compile import compile_dense_parts
 from torchrec_app.models.sparse import SparseArch
 
 
@@ -38,7 +39,12 @@ def build_ctr_model(config: ModelConfig, sparse_arch: SparseArch, num_dense: int
 
     Every built-in architecture is registered by then: importing this module first
     imports the ``torchrec_app.models`` package, whose ``__init__`` imports the towers.
+    With ``model.compile=true`` its dense parts go through ``torch.compile``
+    (:func:`~torchrec_app.models.compile.compile_dense_parts`).
     """
     if config.name not in MODELS:
         raise ConfigError(f"model.name={config.name!r} is not a registered model; known: {', '.join(sorted(MODELS))}")
-    return MODELS[config.name](config, sparse_arch, num_dense)
+    tower = MODELS[config.name](config, sparse_arch, num_dense)
+    if config.compile:
+        compile_dense_parts(tower)
+    return tower

@@ -1,19 +1,23 @@
 """DLRM with the dot interaction (Naumov et al. 2019, https://arxiv.org/abs/1906.00091).
 
-Composed from torchrec's own ``DenseArch``, ``InteractionArch`` and ``OverArch``; only
-the sparse side is ours (:class:`~torchrec_app.models.sparse.SparseArch`). The dot
-interaction needs one width ``D`` for every table and for the dense arch's output.
+Composed from torchrec's own ``DenseArch`` and ``OverArch``; the sparse side is ours
+(:class:`~torchrec_app.models.sparse.SparseArch`), and so is the dot interaction
+(:class:`~torchrec_app.models.interaction.PairwiseDotInteraction`: the same numbers as
+torchrec's ``InteractionArch``, computing only the upper triangle and writing straight into
+the over arch's input). The dot interaction needs one width ``D`` for every table and for
+the dense arch's output.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torchrec.models.dlrm import DenseArch, InteractionArch, OverArch
+from torchrec.models.dlrm import DenseArch, OverArch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from torchrec_app.config.errors import ConfigError
 from torchrec_app.config.schema import ModelConfig
+from torchrec_app.models.interaction import PairwiseDotInteraction
 from torchrec_app.models.registry import register_model
 from torchrec_app.models.sparse import SparseArch
 
@@ -51,12 +55,15 @@ class DLRM(nn.Module):
         num_sparse = len(sparse_arch.feature_names)
         self.sparse_arch = sparse_arch
         self.dense_arch = DenseArch(num_dense, dense_arch)
-        self.inter_arch = InteractionArch(num_sparse_features=num_sparse)
-        self.over_arch = OverArch(dim + num_sparse * (num_sparse + 1) // 2, over_arch)
+        self.inter_arch = PairwiseDotInteraction(num_sparse_features=num_sparse)
+        self.over_arch = OverArch(self.inter_arch.output_dim(dim), over_arch)
         self._dim = dim
 
     def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
-        """``B x num_dense`` and a KJT of stride ``B`` -> logits ``B``."""
+        """``B x num_dense`` and a KJT of stride ``B`` -> logits ``B``.
+
+        The pooled embeddings ``B x (F * D)`` are viewed as ``B x F x D`` (no copy).
+        """
         dense = self.dense_arch(dense_features)
         sparse = self.sparse_arch(sparse_features).view(dense.shape[0], -1, self._dim)
         return self.over_arch(self.inter_arch(dense, sparse)).squeeze(-1)

@@ -16,6 +16,7 @@ from typing import Any
 
 from torchrec_app.tools.bench.cases import BenchCase
 from torchrec_app.tools.bench.launch import RunResult
+from torchrec_app.tools.bench.peer import peer_markdown
 from torchrec_app.tools.bench.step_profile import CATEGORIES
 
 QUALITY_KEYS = ("valid_auc", "valid_logloss", "test_auc", "test_logloss", "valid_auc_gap_to_oracle", "test_auc_gap_to_oracle",
@@ -187,6 +188,7 @@ def markdown_report(bench: dict[str, Any]) -> str:
         for c in targets:
             t = c["target"]
             lines.append(f"| {c['name']} | {t['reached']} | {_fmt(t['samples'])} | {_fmt(t['train_seconds'], 1)} |")
+    lines += peer_markdown(cases)
     load = meta.get("load_average", {})
     lines += [
         "", "## Run", "",
