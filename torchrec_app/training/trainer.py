@@ -144,7 +144,16 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------
 
     def train(self) -> dict[str, Any]:
-        """Train to ``max_steps`` (or an early stop), then evaluate and write ``summary.json``."""
+        """Train to ``max_steps`` (or an early stop), then evaluate and write ``summary.json``.
+
+        The train stream's reader process (``data.reader_process``) is stopped at the end,
+        whether training succeeded or raised."""
+        try:
+            return self._train()
+        finally:
+            self.train_batches.close()
+
+    def _train(self) -> dict[str, Any]:
         self._write_setup_files()
         self.resumed_from = self.checkpointer.restore(self)
         if self.resumed_from:
