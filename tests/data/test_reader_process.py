@@ -51,7 +51,7 @@ def test_process_stream_equals_thread_stream_across_epochs_and_after_resume(gene
         process.close()
     assert process.state_dict() == {"epoch": 1, "batch_in_epoch": 3}
     assert all(_same(a, b) for a, b in zip(head + tail, expected, strict=True))
-    assert all(_same(a, b) for a, b in zip(seeked, expected[thread.batches_per_epoch + 1:], strict=True))
+    assert all(_same(a, b) for a, b in zip(seeked, expected[thread.batches_per_epoch + 1 :], strict=True))
     assert not process.process._process.is_alive() and process.process._process.exitcode == 0
     assert process.process._process not in multiprocessing.active_children()  # joined: no zombie
 
