@@ -41,6 +41,7 @@ def test_process_stream_equals_thread_stream_across_epochs_and_after_resume(gene
 
     process = TrainBatches(_train_reader(out, replace(CONFIG, reader_process=True)))
     try:
+        assert process.wait_ready() > 0
         head = list(process.take(4)) + list(process.take(3))  # two segments share the live epoch iterator
         state = process.state_dict()
         process.load_state_dict({"epoch": 1, "batch_in_epoch": 1})  # a seek: the child abandons epoch 0

@@ -306,6 +306,10 @@ class TrainBatches:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.batch_in_epoch, self._live = int(state["epoch"]), int(state["batch_in_epoch"]), None
 
+    def wait_ready(self) -> float:
+        """Wait for the reader process to have started, if there is one; the seconds waited."""
+        return self.process.wait_ready() if self.process is not None else 0.0
+
     def close(self) -> None:
         """Stop the reader process, if there is one (idempotent)."""
         self._live = None

@@ -17,7 +17,8 @@ per rank:
   pools at 1 thread) at ``os.nice(data.reader_nice)``, so it fills the cores' idle time
   rather than taking the trainer's;
 * it is *persistent*: started (``spawn``) when the reader is made, so its start-up
-  overlaps the trainer's own set-up, and it starts preparing epoch 0 from batch 0 at
+  (imports: seconds) overlaps the trainer's own set-up and is waited for before training
+  starts (:meth:`ReaderProcess.wait_ready`); it starts preparing epoch 0 from batch 0 at
   once; a later ``batches(epoch, start)`` (next epoch, or a resume) is a *seek*: the
   request carries a new generation number, the child abandons the old one, and stale
   batches still in the queue are dropped;
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import os
 import queue
+import time
 import traceback
 import weakref
 from typing import Any, Iterator
@@ -73,6 +75,25 @@ class ReaderProcess:
         self._finalizer = weakref.finalize(self, _stop, self._process, self._requests, self._batches, self._generation)
         if first is not None:
             self._request(*first)
+
+    def wait_ready(self, timeout_s: float = 600.0) -> float:
+        """Block until the child has started and built its reader (imports, metadata, batch maker);
+        return the seconds waited. Lets a caller count the start-up as set-up, not as reading.
+        Call it at most once, before the first :meth:`batches`."""
+        waited, start = 0.0, time.perf_counter()
+        while True:
+            try:
+                tag, kind, payload = self._batches.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                waited = time.perf_counter() - start
+                if not self._process.is_alive() or waited > timeout_s:
+                    raise ReaderProcessError(f"the reader process (pid {self._process.pid}) did not start within {waited:.0f}s "
+                                             f"(exit code {self._process.exitcode})") from None  # fmt: skip
+                continue
+            if tag == 0 and kind == "ready":
+                return time.perf_counter() - start
+            if tag == 0 and kind == "error":
+                raise ReaderProcessError(f"the reader process failed to start:\n{payload}")
 
     @property
     def pid(self) -> int | None:
@@ -168,8 +189,10 @@ def _serve(reader_args: dict[str, Any], requests, batches, generation, nice: int
 
     try:
         reader = SplitReader(**reader_args)
-    except BaseException:  # noqa: BLE001 - reported with the next request
+        batches.put((0, "ready", None))
+    except BaseException:  # noqa: BLE001 - reported now and with every request
         reader, failure = None, traceback.format_exc()
+        batches.put((0, "error", failure))
     while True:
         request = requests.get()
         if request[0] == "stop":
