@@ -27,7 +27,8 @@ def _train(runtime: Runtime, data: str, out: str, overrides: list[str]) -> dict:
 def thread_then_process_job(runtime: Runtime, data: str, root: str) -> dict:
     thread = _train(runtime, data, f"{root}/thread", [])
     first = _train(runtime, data, f"{root}/process", ["data.reader_process=true", "train.max_steps=5"])
-    second = _train(runtime, data, f"{root}/process", ["data.reader_process=true"])  # resumes at 5, crosses into epoch 2 (8 steps per epoch)
+    # resumes at step 5 and crosses into the second epoch (8 steps per epoch)
+    second = _train(runtime, data, f"{root}/process", ["data.reader_process=true"])
     return {"thread": thread, "first": first, "second": second, "children": [p.name for p in multiprocessing.active_children()]}
 
 
