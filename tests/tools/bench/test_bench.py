@@ -55,6 +55,18 @@ def test_bench_json_has_throughput_ceiling_split_and_quality(bench_out):
     assert kinds == ["ceiling", "end_to_end"]
 
 
+def test_time_to_quality_is_the_headline(bench_out):
+    bench = json.loads((bench_out / "bench.json").read_text())
+    (case,) = bench["cases"]
+    assert case["target"]["reached"] == "1/1"
+    summary = json.loads((bench_out / "runs" / "tiny2" / "end_to_end-0" / "summary.json").read_text())
+    assert case["time_to_auc_s"] == summary["time_to_auc_s"] > 0
+    assert case["samples_to_auc"] == summary["samples_to_auc"] == summary["steps_to_auc"] * 256  # global batch
+    assert summary["target_reached"]["auc"] >= 0.5 and summary["steps"] == summary["steps_to_auc"]  # stopped there
+    text = (bench_out / "bench.md").read_text()
+    assert text.startswith("## Time to quality: validation AUC 0.5") and "| tiny2 | dcnv2 | 2 | 1/1 |" in text
+
+
 def test_ceiling_run_trained_on_in_memory_batches(bench_out):
     summaries = {p.parent.name: json.loads(p.read_text()) for p in (bench_out / "runs" / "tiny2").glob("*/summary.json")}
     assert summaries["ceiling-0"]["in_memory"] is True and "in_memory" not in summaries["end_to_end-0"]

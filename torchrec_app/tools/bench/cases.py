@@ -84,9 +84,20 @@ class Suite:
 
     description: str
     cases: tuple[BenchCase, ...]
+    target_auc: float = 0.0
+    """Default of ``--target-auc`` for this suite (0: none): the validation AUC time to quality is measured to."""
+    keep_cadence: bool = False
+    """Runs keep each recipe's validation cadence and early stopping (``--keep-cadence``): time to quality depends on them."""
 
 
 _DLRM, _DCN = "bench_kaggle_like_dlrm", "bench_kaggle_like_dcnv2"
+
+#: dlrm_main's optimizer with ``--adagrad --learning_rate 0.01`` (the peer command of tools/bench/peer.py):
+#: Adagrad on the tables and the dense parts alike, one rate, eps 1e-8, no warm-up or decay; validated
+#: 4 times per epoch with the default recipe's patience so that it stops like the other cases.
+DLRM_MAIN_SETTINGS = ("optim.sparse=adagrad", "optim.sparse_lr=0.01", "optim.dense=adagrad", "optim.dense_lr=0.01",
+                      "optim.eps=1e-8", "optim.warmup_steps=0", "optim.decay_start=0",
+                      "train.evals_per_epoch=4", "train.early_stop_patience=2")  # fmt: skip
 
 SUITES: dict[str, Suite] = {
     "cpu": Suite(
@@ -109,6 +120,18 @@ SUITES: dict[str, Suite] = {
             BenchCase(name="bert4rec_2p", recipe="bert4rec", nproc=2),
             BenchCase(name="gru4rec_2p", recipe="gru4rec", nproc=2),
         ),
+    ),
+    "ttq": Suite(
+        description="docs/BENCHMARKS.md, time to quality: wall-clock and samples to validation AUC 0.77 on the built-in generated "
+                    "data (500k rows), each recipe with its own validation cadence and early stopping: the default recipe, "
+                    "the same model with suggest-dims' widths, and the DLRM shape with dlrm_main's optimizer settings; "
+                    "run e.g. --steps 600 --repeats 1 --no-ceiling",
+        cases=(
+            BenchCase(name="default_2p", recipe="default", nproc=2),
+            BenchCase(name="dlrm_main_2p", recipe=_DLRM, overrides=DLRM_MAIN_SETTINGS, nproc=2),
+        ),
+        target_auc=0.77,
+        keep_cadence=True,
     ),
     "tiny": Suite(
         description="seconds-long smoke run of the bench itself (tests)",
