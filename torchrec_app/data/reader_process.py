@@ -25,7 +25,8 @@ per rank:
 * an error in the child is re-raised in the trainer with the child's traceback; a child
   that dies (killed, out of memory) raises naming its exit code; :meth:`close` (the
   trainer calls it at the end and on error; also run at garbage collection and at
-  interpreter exit) stops and joins it, so no zombie is left.
+  interpreter exit) stops and joins it, so no zombie is left; a child whose trainer was
+  killed outright (SIGKILL) notices within a second (its parent changed) and exits.
 
 Not a ``DataLoader``: a DataLoader's iterable worker cannot be told where to resume
 without re-spawning it, and a spawn costs seconds of imports per epoch.
@@ -177,9 +178,17 @@ def _serve(reader_args: dict[str, Any], requests, batches, generation, nice: int
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
 
+    parent = os.getppid()
+
+    def orphaned() -> bool:
+        """The trainer died without closing us (SIGKILL): exit rather than linger."""
+        return os.getppid() != parent
+
     def send(tag: int, kind: str, payload: Any) -> bool:
         """Put one item, waiting while the queue is full; False if the request was abandoned meanwhile."""
         while generation.value == tag:
+            if orphaned():
+                os._exit(0)
             try:
                 batches.put((tag, kind, payload), timeout=0.1)
                 return True
@@ -194,7 +203,12 @@ def _serve(reader_args: dict[str, Any], requests, batches, generation, nice: int
         reader, failure = None, traceback.format_exc()
         batches.put((0, "error", failure))
     while True:
-        request = requests.get()
+        try:
+            request = requests.get(timeout=_POLL_SECONDS)
+        except queue.Empty:
+            if orphaned():
+                os._exit(0)
+            continue
         if request[0] == "stop":
             # Exit now: nothing here needs flushing (batches nobody will read may still be queued),
             # and the interpreter's teardown of torch and pyarrow takes seconds on a loaded machine.
