@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds before one run counts as failed")
     parser.add_argument("--peer-dlrm", metavar="PATH", help="a fetched torchrec_dlrm/dlrm_main.py: run it with each dlrm/dcnv2 "
                         "case's shapes in the same run and report it next to ours (torchrec_app.tools.bench.peer)")  # fmt: skip
+    parser.add_argument("--keep-cadence", action="store_true",
+                        help="keep each recipe's validation cadence and early stopping (time to quality; --steps is then "
+                             "the most steps); default with a suite that asks for it (--suite ttq)")  # fmt: skip
 
 
 def bench_cases(args: argparse.Namespace) -> list[BenchCase]:
@@ -75,13 +78,14 @@ def run_overrides(args: argparse.Namespace, kind: str, repeat: int) -> list[str]
     """
     from torchrec_app.tools.bench.step_profile import WARMUP_STEPS
 
+    keep_cadence = getattr(args, "keep_cadence", False)
     common = [f"train.max_steps={args.steps}", "train.epochs=1000", "train.progress_bar=false",
-              "train.early_stop_patience=0", "checkpoint.at_end=false", "checkpoint.resume=false",
+              *([] if keep_cadence else ["train.early_stop_patience=0"]), "checkpoint.at_end=false", "checkpoint.resume=false",
               "checkpoint.every=0"]  # fmt: skip
     if kind == "ceiling":
-        return [*common, "bench.in_memory=true", "train.eval_every=0"]
+        return [*common, "train.eval_adaptive=false", "bench.in_memory=true", "train.eval_every=0"]
     every = max(1, args.steps // args.evals) if args.evals else 0
-    extra = [f"train.eval_every={every}"]
+    extra = [] if keep_cadence else [f"train.eval_every={every}"]
     if repeat == 0 and args.profile_steps and args.steps >= WARMUP_STEPS + 1 + args.profile_steps:
         extra.append(f"bench.profile_steps={args.profile_steps}")
     if args.target_auc:
@@ -131,8 +135,12 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
 
     if args.repeats < 1 or args.steps < 1 or args.evals < 0:
         raise ConfigError("bench needs --repeats >= 1, --steps >= 1 and --evals >= 0")
-    if args.target_auc and not args.evals:
-        raise ConfigError("--target-auc needs validations during training: --evals > 0")
+    suite = SUITES[args.suite] if args.suite else None
+    if suite is not None:  # a suite's own settings, unless given on the command line
+        args.target_auc = args.target_auc or suite.target_auc
+        args.keep_cadence = args.keep_cadence or suite.keep_cadence
+    if args.target_auc and not args.evals and not args.keep_cadence:
+        raise ConfigError("--target-auc needs validations during training: --evals > 0 (or --keep-cadence)")
     cases = bench_cases(args)
     kinds = ["end_to_end"] if args.no_ceiling else ["end_to_end", "ceiling"]
     common = list(args.overrides)

@@ -16,13 +16,23 @@ class ReaderConfig:
     shuffle_buffer_rows: int = 65536
     """Rows held in the training shuffle buffer (0: read in file order)."""
     prefetch_batches: int = 4
-    """Batches prepared ahead by a background thread (0: read on demand)."""
+    """Batches prepared ahead by a background thread (0: read on demand), or waiting in the
+    reader process's queue (reader_process)."""
+    reader_process: bool = False
+    """Prepare the training batches in a separate process per rank and hand them over in shared
+    memory (same batches, same order, so resume stays exact), instead of a thread of the trainer's
+    process: decoding then neither holds the trainer's GIL nor adds threads to its cores.
+    Evaluation keeps the thread."""
+    reader_nice: int = 0
+    """With reader_process: the reader process's niceness increment (os.nice; 0: the trainer's priority)."""
     max_ind_range: int = 0
     """If > 0, ids are taken modulo this and tables capped at this many rows (MLPerf)."""
 
     def __post_init__(self) -> None:
         if self.shuffle_buffer_rows < 0 or self.prefetch_batches < 0 or self.max_ind_range < 0:
             raise ValueError("data.shuffle_buffer_rows, data.prefetch_batches and data.max_ind_range must be >= 0")
+        if not 0 <= self.reader_nice <= 19:
+            raise ValueError(f"data.reader_nice must be in 0..19 (an os.nice increment), got {self.reader_nice}")
 
 
 ID_STRATEGIES = ("vocab", "hash")

@@ -309,11 +309,18 @@ class TrainConfig:
     restore_best: bool = True
     """With early stopping: keep the best validation's state (a checkpoint under <run>/best)
     and report the final metrics from it."""
+    eval_adaptive: bool = False
+    """Validate more often as the monitored metric flattens: eval_every (or the evals_per_epoch
+    spacing) is the starting interval, halved after a validation that did not improve or whose
+    gain per step fell below half the previous one, down to eval_min_every. With early stopping
+    the patience validations after the best then take fewer steps (docs/BENCHMARKS.md, time to quality)."""
+    eval_min_every: int = 0
+    """With eval_adaptive: the smallest validation interval in steps (0: a quarter of the starting one)."""
 
     def __post_init__(self) -> None:
         _check_positive("train", batch_size=self.batch_size, epochs=self.epochs, log_every=self.log_every)
         check_choice("train", "amp", self.amp, AMP_DTYPES)
-        for name in ("eval_batch_size", "max_steps", "eval_every", "evals_per_epoch", "early_stop_patience"):
+        for name in ("eval_batch_size", "max_steps", "eval_every", "evals_per_epoch", "early_stop_patience", "eval_min_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.progress_seconds < 0:

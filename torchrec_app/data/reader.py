@@ -43,7 +43,7 @@ import os
 import queue
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -130,6 +130,9 @@ class SplitReader:
         self._len = num_batches(self.meta.split_rows[split], batch_size, world_size)
         self.columns, self.make_batch = batch_maker or BATCH_MAKERS[self.meta.kind](self.meta, config)
         self._pieces_in_file_order: list[_Piece] | None = None
+        #: What rebuilds this reader in another process (:mod:`~torchrec_app.data.reader_process`).
+        self.arguments = dict(data_dir=data_dir, split=split, batch_size=batch_size, rank=rank, world_size=world_size,
+                              config=config, shuffle=shuffle, seed=seed, epoch=epoch, batch_maker=batch_maker)  # fmt: skip
 
     def __len__(self) -> int:
         return self._len
@@ -263,6 +266,10 @@ class TrainBatches:
     (epoch, batch in epoch) counts the batches handed out, so after a drained segment it
     is exactly what was trained on. ``state_dict`` / ``load_state_dict`` save and restore
     it; a restored stream seeks straight to its batch (see the module docstring).
+
+    With ``reader.config.reader_process`` the batches are prepared in a separate process
+    (:class:`~torchrec_app.data.reader_process.ReaderProcess`, started here so that its
+    start-up overlaps the caller's; same batches, same order); :meth:`close` stops it.
     """
 
     def __init__(self, reader: SplitReader) -> None:
@@ -270,6 +277,12 @@ class TrainBatches:
         self.epoch = 0
         self.batch_in_epoch = 0
         self._live: Iterator[Any] | None = None  # the current epoch's iterator, kept across take() calls
+        self.process = None
+        if reader.config.reader_process:
+            from torchrec_app.data.reader_process import ReaderProcess
+
+            in_child = dict(reader.arguments, config=replace(reader.config, reader_process=False, prefetch_batches=0))
+            self.process = ReaderProcess(in_child, depth=max(1, reader.config.prefetch_batches), nice=reader.config.reader_nice)
 
     @property
     def batches_per_epoch(self) -> int:
@@ -281,7 +294,8 @@ class TrainBatches:
             if self.batch_in_epoch >= len(self.reader):
                 self.epoch, self.batch_in_epoch, self._live = self.epoch + 1, 0, None
             if self._live is None:
-                self._live = self.reader.batches(self.epoch, self.batch_in_epoch)
+                source = self.process or self.reader
+                self._live = source.batches(self.epoch, self.batch_in_epoch)
             batch = next(self._live)
             self.batch_in_epoch += 1
             yield batch
@@ -291,6 +305,16 @@ class TrainBatches:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.batch_in_epoch, self._live = int(state["epoch"]), int(state["batch_in_epoch"]), None
+
+    def wait_ready(self) -> float:
+        """Wait for the reader process to have started, if there is one; the seconds waited."""
+        return self.process.wait_ready() if self.process is not None else 0.0
+
+    def close(self) -> None:
+        """Stop the reader process, if there is one (idempotent)."""
+        self._live = None
+        if self.process is not None:
+            self.process.close()
 
 
 def _prefetch(batches: Iterator[Any], depth: int) -> Iterator[Any]:

@@ -76,6 +76,9 @@ class Trainer:
             raise ValueError(f"{self.data_dir}: a {self.metadata.kind!r} dataset, but model.name={config.model.name} "
                              f"trains on {self.task.data_kind!r} data")  # fmt: skip
         torch.manual_seed(config.train.seed)
+        self._batch_maker = self.task.batch_maker(config, self.metadata, str(self.data_dir)) if self.task.batch_maker else None
+        # First, so that a reader process (data.reader_process) starts while the model is built and planned.
+        self.train_batches = TrainBatches(self._reader("train", train=True))
         model = self.task.build_model(config, self.metadata, "meta")
         replan = (f"torchrec-app plan --recipe {config.recipe} --data {self.data_dir} --device {runtime.device.type} "
                   f"--world-size {runtime.world_size} --json FILE [the run's overrides]")  # fmt: skip
@@ -83,7 +86,6 @@ class Trainer:
                                                     batch_size=config.train.batch_size, replan=replan)  # fmt: skip
         if self.task.initialize is not None:  # e.g. pretrained weights; a resume below overrides them
             self.task.initialize(self.model, config, self.metadata)
-        self._batch_maker = self.task.batch_maker(config, self.metadata, str(self.data_dir)) if self.task.batch_maker else None
         if runtime.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = config.train.tf32
             torch.backends.cudnn.allow_tf32 = config.train.tf32
@@ -93,7 +95,6 @@ class Trainer:
         self.lr_scheduler = build_lr_scheduler(self.optimizer, config.optim)
         self.pipeline = TrainPipelineSparseDist(self.model, self.optimizer, runtime.device) if config.train.pipeline else None
 
-        self.train_batches = TrainBatches(self._reader("train", train=True))
         steps_per_epoch = self.train_batches.batches_per_epoch
         self.max_steps = steps_per_epoch * config.train.epochs
         if config.train.max_steps:
@@ -144,7 +145,16 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------
 
     def train(self) -> dict[str, Any]:
-        """Train to ``max_steps`` (or an early stop), then evaluate and write ``summary.json``."""
+        """Train to ``max_steps`` (or an early stop), then evaluate and write ``summary.json``.
+
+        The train stream's reader process (``data.reader_process``) is stopped at the end,
+        whether training succeeded or raised."""
+        try:
+            return self._train()
+        finally:
+            self.train_batches.close()
+
+    def _train(self) -> dict[str, Any]:
         self._write_setup_files()
         self.resumed_from = self.checkpointer.restore(self)
         if self.resumed_from:
@@ -153,6 +163,8 @@ class Trainer:
         self.progress = ProgressReporter(self.max_steps, self.step, self.train_batches.batches_per_epoch,
                                          self.runtime.is_main and self.config.train.progress_bar,
                                          self.config.train.progress_seconds)  # fmt: skip
+        if self.config.data.reader_process:
+            self.log(f"reader process ready (waited {self.train_batches.wait_ready():.1f}s after set-up)")
         self.callbacks.on_train_start(self)
         while self.step < self.max_steps and not self._stopping:
             until = min(self.max_steps, self.validator.next_due(self.step), self.checkpointer.next_due(self.step))

@@ -4,6 +4,10 @@ The :class:`Validator` owns everything about evaluation during training:
 
 * **Cadence**: every ``train.eval_every`` steps; or, when that is 0, ``train.evals_per_epoch``
   times per epoch at evenly spaced steps; or, when both are 0, at the end of each epoch.
+  With ``train.eval_adaptive`` that is only the starting interval: once the curve flattens
+  the interval halves, down to ``train.eval_min_every`` (:class:`AdaptiveCadence`), so the
+  validations crowd around the best step — which is then located more finely — and the
+  ``early_stop_patience`` validations after it take fewer steps: the run stops sooner.
 * **Metrics**: a fresh evaluator from the task (:meth:`Task.make_evaluator`) over every real
   row of the split, on every rank; the monitored metric is ``task.monitor``.
 * **Early stopping** (``train.early_stop_patience`` > 0): stop after that many validations
@@ -44,6 +48,48 @@ def validation_steps_in_epoch(steps_per_epoch: int, evals_per_epoch: int) -> lis
     return sorted({max(1, round(steps_per_epoch * (j + 1) / n)) for j in range(n)})
 
 
+class AdaptiveCadence:
+    """Validation steps that get denser as the monitored curve flattens (``train.eval_adaptive``).
+
+    The first validation comes after ``interval`` steps. After each one, the interval halves
+    (never below ``min_interval``) when that validation did not improve on the best, or when
+    its gain per step since the previous validation fell below half the previous gain per
+    step (the curve flattening; per step, so that halving the interval alone does not trigger
+    another halving). It never grows back. The cadence is a function of the validations
+    seen, so a resumed run rebuilds it by replaying its history (:meth:`observe`).
+
+    >>> c, due = AdaptiveCadence(interval=40, min_interval=10), []
+    >>> for step, gain in ((40, None), (80, 0.08), (120, 0.05), (160, 0.01), (180, 0.0), (190, 0.0)):
+    ...     c.observe(step, gain)
+    ...     due.append(c.next_due(step))
+    >>> due  # gains 0.08 then 0.05 per 40 steps: still steep; 0.01: flattening; then no gain
+    [80, 120, 160, 180, 190, 200]
+    """
+
+    def __init__(self, interval: int, min_interval: int) -> None:
+        self.interval, self.min_interval = max(1, interval), max(1, min(min_interval, interval))
+        self.last_step = 0
+        self._last_rate: float | None = None
+
+    def observe(self, step: int, gain: float | None) -> None:
+        """Record the validation at ``step``; ``gain``: its improvement on the best before it
+        (> 0: improved; <= 0: not; None: the first validation, nothing to compare)."""
+        if gain is not None:
+            rate = gain / max(1, step - self.last_step)
+            if gain <= 0 or (self._last_rate is not None and rate < 0.5 * self._last_rate):
+                self.interval = max(self.min_interval, self.interval // 2)
+            if gain > 0:
+                self._last_rate = rate
+        self.last_step = step
+
+    def is_due(self, step: int) -> bool:
+        return step > 0 and step == self.next_due(step - 1)
+
+    def next_due(self, step: int) -> int:
+        """The first step after ``step`` at which a validation runs."""
+        return max(self.last_step + self.interval, step + 1)
+
+
 class Validator:
     """Evaluation cadence, early stopping and the best state (see the module docstring).
 
@@ -75,6 +121,12 @@ class Validator:
         self.best_step: int | None = None
         self.since_best = 0
         self.history: list[dict[str, Any]] = []
+        self.adaptive = self._new_adaptive_cadence() if config.eval_adaptive else None
+
+    def _new_adaptive_cadence(self) -> AdaptiveCadence:
+        """Starting at the fixed cadence's interval (its first gap), down to ``eval_min_every`` (0: a quarter of it)."""
+        start = self.config.eval_every or self.epoch_steps[0]
+        return AdaptiveCadence(start, self.config.eval_min_every or max(1, start // 4))
 
     # -- cadence ---------------------------------------------------------------------------
 
@@ -82,6 +134,8 @@ class Validator:
         """Whether a validation runs after step ``step``."""
         if step <= 0:
             return False
+        if self.adaptive is not None:
+            return self.adaptive.is_due(step)
         if self.config.eval_every:
             return step % self.config.eval_every == 0
         within = step % self.steps_per_epoch or self.steps_per_epoch
@@ -89,6 +143,8 @@ class Validator:
 
     def next_due(self, step: int) -> int:
         """The first step after ``step`` at which a validation runs."""
+        if self.adaptive is not None:
+            return self.adaptive.next_due(step)
         if self.config.eval_every:
             return (step // self.config.eval_every + 1) * self.config.eval_every
         epoch_start = step - step % self.steps_per_epoch
@@ -132,6 +188,8 @@ class Validator:
         record = {"step": step, "epoch": epoch, **{f"valid_{k}": v for k, v in metrics.items()}, **extra}
         self.history.append(record)
         value = metrics.get(self.task.monitor, math.nan)
+        if self.adaptive is not None:
+            self.adaptive.observe(step, self._gain(value, self.best_value))
         improved = self.task.improved(value, self.best_value, 0.0)
         if improved:
             self.best_value, self.best_step, self.since_best = value, step, 0
@@ -145,6 +203,14 @@ class Validator:
         self.log(f"[step {step}, epoch {epoch}] valid: {shown} ({int(metrics.get('rows', 0))} rows)"
                  + (" (best)" if self.best_step == step else f" (best: step {self.best_step})"))  # fmt: skip
         return record
+
+    def _gain(self, value: float, best: float | None) -> float | None:
+        """How much ``value`` improves on ``best`` in the monitored direction (None: no best yet; NaN: no gain)."""
+        if best is None:
+            return None
+        if value != value:
+            return 0.0
+        return value - best if self.task.higher_is_better else best - value
 
     @property
     def _keeps_best(self) -> bool:
@@ -187,3 +253,10 @@ class Validator:
         self.best_step = None if step < 0 else step
         self.since_best = int(state["since_best"])
         self.history = json.loads(state["history"])
+        if self.config.eval_adaptive:  # the cadence is a function of the validations seen: replay them
+            self.adaptive, best = self._new_adaptive_cadence(), None
+            for record in self.history:
+                value = record.get(f"valid_{self.task.monitor}", math.nan)
+                self.adaptive.observe(int(record["step"]), self._gain(value, best))
+                if self.task.improved(value, best, 0.0):
+                    best = value

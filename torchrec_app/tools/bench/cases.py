@@ -84,9 +84,26 @@ class Suite:
 
     description: str
     cases: tuple[BenchCase, ...]
+    target_auc: float = 0.0
+    """Default of ``--target-auc`` for this suite (0: none): the validation AUC time to quality is measured to."""
+    keep_cadence: bool = False
+    """Runs keep each recipe's validation cadence and early stopping (``--keep-cadence``): time to quality depends on them."""
 
 
 _DLRM, _DCN = "bench_kaggle_like_dlrm", "bench_kaggle_like_dcnv2"
+
+#: dlrm_main's optimizer with ``--adagrad --learning_rate 0.01`` (the peer command of tools/bench/peer.py):
+#: Adagrad on the tables and the dense parts alike, one rate, eps 1e-8, no warm-up or decay; validated
+#: 4 times per epoch with the default recipe's patience so that it stops like the other cases.
+DLRM_MAIN_SETTINGS = ("optim.sparse=adagrad", "optim.sparse_lr=0.01", "optim.dense=adagrad", "optim.dense_lr=0.01",
+                      "optim.eps=1e-8", "optim.warmup_steps=0", "optim.decay_start=0",
+                      "train.evals_per_epoch=4", "train.early_stop_patience=2")  # fmt: skip
+#: ``suggest-dims --run RUN --checkpoint RUN/best/step_00000196`` (default budget: 0.7 of the dense FLOPs) of a
+#: default-recipe run on the generated bench data (data/generated/bench-500000, 2 processes, best validation at
+#: step 196): 12 of the 26 features keep width 12, the rest 8, instead of 16 each (docs/BENCHMARKS.md).
+SUGGESTED_DIMS = (
+    "sparse.dims=C1:8,C2:12,C3:12,C4:8,C5:12,C6:12,C7:8,C8:12,C9:8,C10:12,C11:8,C12:8,C13:8,C14:12,C15:12,C16:8,C17:12,C18:12,C19:8,C20:12,C21:8,C22:8,C23:8,C24:8,C25:12,C26:8"
+)
 
 SUITES: dict[str, Suite] = {
     "cpu": Suite(
@@ -109,6 +126,19 @@ SUITES: dict[str, Suite] = {
             BenchCase(name="bert4rec_2p", recipe="bert4rec", nproc=2),
             BenchCase(name="gru4rec_2p", recipe="gru4rec", nproc=2),
         ),
+    ),
+    "ttq": Suite(
+        description="docs/BENCHMARKS.md, time to quality: wall-clock and samples to validation AUC 0.71 on the built-in generated "
+                    "data (500k rows), each recipe with its own validation cadence and early stopping: the default recipe, "
+                    "the same model with suggest-dims' widths, and the DLRM shape with dlrm_main's optimizer settings; "
+                    "run e.g. --steps 600 --repeats 1 --no-ceiling",
+        cases=(
+            BenchCase(name="default_2p", recipe="default", nproc=2),
+            BenchCase(name="default_dims_2p", recipe="default", overrides=(SUGGESTED_DIMS,), nproc=2),
+            BenchCase(name="dlrm_main_2p", recipe=_DLRM, overrides=DLRM_MAIN_SETTINGS, nproc=2),
+        ),
+        target_auc=0.71,
+        keep_cadence=True,
     ),
     "tiny": Suite(
         description="seconds-long smoke run of the bench itself (tests)",

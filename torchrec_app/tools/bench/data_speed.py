@@ -6,7 +6,9 @@ Prints rows per CPU-second of preprocessing (``resource.getrusage`` of this proc
 its children, so worker processes count) for both id strategies, the same figure for
 ``python -m torchrec.datasets.scripts.npy_preproc_criteo`` run on the same train TSV
 (named ``day_0`` as it expects) and each strategy's ratio to it, and the reader's samples
-per second per process (wall clock, training mode: shuffle buffer and prefetch thread).
+per second per process (wall clock, training mode: shuffle buffer and prefetch thread), and the
+CPU milliseconds per batch the trainer's process spends on reading with the thread reader and
+with ``data.reader_process`` (:func:`trainer_cpu_per_batch`).
 The load average is printed with the figures: on a shared machine CPU-seconds grow with
 other load, so compare figures from one run, or repeat (``--repeat``) and keep the best.
 No asserts: figures only.
@@ -84,6 +86,41 @@ def measure_reader(data: str | os.PathLike, batch_size: int, config: ReaderConfi
             "wall_seconds": wall, "cpu_seconds": cpu, "samples_per_second": samples / wall if wall > 0 else 0.0}  # fmt: skip
 
 
+def trainer_cpu_per_batch(data: str | os.PathLike, batch_size: int, config: ReaderConfig, batches: int = 50,
+                          seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """CPU milliseconds per batch spent *in the consuming (trainer) process*, and in a reader process if any.
+
+    Reads ``batches`` train batches through :class:`~torchrec_app.data.reader.TrainBatches`
+    (rank 0 of 2) as the trainer does. With the thread reader the decoding is charged to the
+    consumer; with ``config.reader_process`` only receiving the shared-memory batches is, and
+    the decoding is charged to the child (counted once it is joined). CPU time, unlike
+    samples/s, barely depends on what else the machine runs.
+    """
+    from torchrec_app.data.reader import TrainBatches
+
+    stream = TrainBatches(read_batches(str(data), "train", batch_size=batch_size, rank=0, world_size=2, config=config,
+                                       shuffle=True, seed=seed))  # fmt: skip
+    stream.wait_ready()
+    pid = stream.process.pid if stream.process is not None else None
+    own, child, wall = _cpu_seconds_of(os.getpid()), _cpu_seconds_of(pid), time.perf_counter()
+    for _ in stream.take(batches):
+        pass
+    wall = time.perf_counter() - wall
+    own, child = _cpu_seconds_of(os.getpid()) - own, _cpu_seconds_of(pid) - child
+    stream.close()
+    return {"consumer_cpu_ms_per_batch": 1000 * own / batches, "reader_process_cpu_ms_per_batch": 1000 * child / batches,
+            "wall_ms_per_batch": 1000 * wall / batches}  # fmt: skip
+
+
+def _cpu_seconds_of(pid: int | None) -> float:
+    """User + system CPU seconds of a live process, all its threads (Linux ``/proc/PID/stat``); 0 for None."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -126,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
             r = measure_reader(data, args.batch_size, config)
             print(f"reader (train, shuffle, prefetch={prefetch}, batch {args.batch_size}): {r['samples']:,} samples in "
                   f"{r['wall_seconds']:.2f}s -> {r['samples_per_second']:,.0f} samples/s per process ({r['cpu_seconds']:.2f} CPU-s)")  # fmt: skip
+        for process in (False, True):
+            config = ReaderConfig(prefetch_batches=4, shuffle_buffer_rows=65536, reader_process=process)
+            r = trainer_cpu_per_batch(data, args.batch_size, config)
+            print(f"reader_process={str(process).lower()}: trainer-process CPU {r['consumer_cpu_ms_per_batch']:.1f} ms/batch, "
+                  f"reader-process CPU {r['reader_process_cpu_ms_per_batch']:.1f} ms/batch ({_load()})")  # fmt: skip
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
