@@ -20,6 +20,7 @@ its Parquet parts are written; their size is about that of the task's text.
 
 from __future__ import annotations
 
+import functools
 import os
 from contextlib import contextmanager
 from typing import Iterator
@@ -29,9 +30,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from torchrec_app.config.data import PreprocessConfig
-from torchrec_app.data.criteo_format import DENSE_FEATURES, ID, LABEL, SPARSE_FEATURES, ParsedRows
+from torchrec_app.data.criteo_format import DENSE_FEATURES, ID, LABEL, SPARSE_FEATURES, EncodedIds, ParsedRows
 from torchrec_app.data.preprocess.plan import Task
-from torchrec_app.data.vocab import Counts, Vocabulary
+from torchrec_app.data.vocab import Counts, Vocabulary, hashed_ids
 
 STAGED_DIR = "_staged"
 SPLIT = "split"
@@ -78,9 +79,10 @@ def stage_batch(rows: ParsedRows, splits: np.ndarray, config: PreprocessConfig, 
     for f, feature in enumerate(SPARSE_FEATURES):
         raw = rows.sparse[f]
         if feature in vocab_features:
-            values = pc.dictionary_encode(pa.array(raw))
+            encoded = raw if isinstance(raw, EncodedIds) else _encode(raw)
+            indices, distinct = encoded.indices, encoded.distinct
+            values = pa.DictionaryArray.from_arrays(pa.array(indices), pa.array(distinct))
             if all_train or train.any():
-                indices, distinct = values.indices.to_numpy(), values.dictionary.to_numpy()
                 if all_train:
                     counts[feature] = (distinct, np.bincount(indices, minlength=len(distinct)))
                 else:
@@ -88,11 +90,18 @@ def stage_batch(rows: ParsedRows, splits: np.ndarray, config: PreprocessConfig, 
                     n = np.bincount(indices[mask], minlength=len(distinct))
                     counts[feature] = (distinct[n > 0], n[n > 0])
         else:
-            values = pa.array((raw % np.uint64(config.hash_size)).astype(hash_id_type(config).to_pandas_dtype()))
+            to_ids = functools.partial(hashed_ids, hash_size=config.hash_size)
+            ids = raw.map(to_ids) if isinstance(raw, EncodedIds) else to_ids(raw)
+            values = pa.array(ids.astype(hash_id_type(config).to_pandas_dtype()))
         if rows.lengths is not None:
             values = pa.ListArray.from_arrays(pa.array(_offsets(rows.lengths[f])), values)
         columns.append(values)
     return pa.RecordBatch.from_arrays(columns, schema=schema), counts
+
+
+def _encode(raw: np.ndarray) -> EncodedIds:
+    encoded = pc.dictionary_encode(pa.array(raw))
+    return EncodedIds(encoded.indices.to_numpy(), encoded.dictionary.to_numpy())
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:

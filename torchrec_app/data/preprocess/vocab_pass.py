@@ -54,7 +54,7 @@ def stage_task(task: Task, build: str, config: PreprocessConfig, features: list[
     parts: dict[str, list[Counts]] = {f: [] for f in features}
     bad_rows: list[str] = []
     with atomic_path(rows_path) as tmp, staged_writer(str(tmp), schema) as writer:
-        for chunk in iter_task_rows(task, config, use_threads, bad_rows):
+        for chunk in iter_task_rows(task, config, use_threads, bad_rows, encode_ids=vocab_features):
             batch, counts = stage_batch(chunk.rows, chunk.splits, config, schema, vocab_features)
             writer.write_batch(batch)
             for feature, (ids, n) in counts.items():
