@@ -518,16 +518,15 @@ def parse_hex(array: pa.Array, *, missing_is_error: bool = False) -> np.ndarray 
     offsets = np.frombuffer(buffers[1], dtype=np.int32)[array.offset : array.offset + n + 1]
     data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
     lengths = np.diff(offsets)
-    if missing_is_error and (lengths == 0).any():
+    if missing_is_error and not lengths.all():
         return None
-    present = lengths > 0
-    out = np.zeros(n, dtype=np.uint64)
-    if (lengths[present] == 8).all():
+    if not (lengths & ~np.int32(8)).any():  # each 8 digits or empty
         # Criteo's 8-digit hashes lie back to back in the data buffer: no gather needed.
         values = _decode_hex8(data[int(offsets[0]) : int(offsets[-1])])
         if values is None or len(values) == n:
             return values
-        out[present] = values
+        out = np.zeros(n, dtype=np.uint64)
+        out[lengths > 0] = values
         return out
     if lengths.max() > 16:
         return None
@@ -572,18 +571,18 @@ def encode_hex(array: pa.Array, *, missing_is_error: bool = False) -> EncodedIds
     offsets = np.frombuffer(buffers[1], dtype=np.int32)[array.offset : array.offset + n + 1]
     start, end = int(offsets[0]), int(offsets[-1])
     lengths = np.diff(offsets)
-    present = lengths > 0
-    if (lengths[present] == 8).all() and (present.all() or not missing_is_error):  # 8 digits each, or missing (-> 0)
+    all_eight = end - start == 8 * n and lengths.max() == 8  # (lengths sum to 8n, none above 8)
+    if all_eight or (not missing_is_error and not (lengths & ~np.int32(8)).any()):  # 8 digits each, or missing (-> 0)
         text = np.frombuffer(buffers[2], dtype=np.uint8)[start:end]  # the present strings, back to back
         words = text.view(np.uint64) if text.ctypes.data % 8 == 0 else text.copy().view(np.uint64)
         encoded = pc.dictionary_encode(pa.array(words))
         distinct = _decode_hex8(encoded.dictionary.to_numpy().view(np.uint8))
         if distinct is None:
             return None
-        if len(words) == n:
+        if all_eight:
             return EncodedIds(encoded.indices.to_numpy(), distinct)
         indices = np.full(n, len(distinct), dtype=np.int32)  # missing: the extra last entry, raw id 0
-        indices[present] = encoded.indices.to_numpy()
+        indices[lengths > 0] = encoded.indices.to_numpy()
         return EncodedIds(indices, np.append(distinct, np.uint64(0)))
     encoded = pc.dictionary_encode(array, null_encoding="encode")
     distinct = parse_hex(encoded.dictionary, missing_is_error=missing_is_error)

@@ -1,6 +1,6 @@
 """GPU check: what a freshly lent single-GPU host should measure first, in under 5 minutes.
 
-    bash launch/gpu_check.sh                                   # GPU host: install carried wheels, run, write gpu_check/
+    bash launch/gpu_check.sh                                   # GPU host: install carried wheels, run, write runs/gpu_check/
     python -m torchrec_app.tools.bench.gpu_check --out DIR     # torchrec and fbgemm-gpu already importable
     python -m torchrec_app.tools.bench.gpu_check --dry-run --out DIR   # any CPU host: same code, tiny shapes
 
@@ -486,7 +486,7 @@ def run_parts(parts: Sequence[str], shapes: Shapes, out_dir: str, runtime) -> di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="gpu_check", help="directory for <part>.json (created)")
+    parser.add_argument("--out", default="runs/gpu_check", help="directory for <part>.json (created)")
     parser.add_argument("--dry-run", action="store_true", help="on the CPU with tiny shapes; CUDA-only parts report 'needs a GPU'")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
     parser.add_argument("--rows-cap", type=int, default=None, help="largest DCNv2 table (default 2,000,000; dry run 1,000)")
