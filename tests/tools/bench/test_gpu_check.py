@@ -1,7 +1,7 @@
 """The GPU check, dry-run on the CPU: the launch script runs every part on the real code path.
 
-On the CPU the parts run with tiny shapes; the UVM-caching kernel is CUDA-only, so that
-part is planned for a CUDA device and reported as "needs a GPU".
+On the CPU the parts run with tiny shapes and the GPU shapes are planned for one CUDA
+device; the UVM-caching kernel is CUDA-only, so that part only plans and reports "needs a GPU".
 """
 
 from __future__ import annotations
@@ -49,9 +49,10 @@ def test_the_dry_run_checks_what_the_cpu_can_run(dry_run):
     assert dcnv2["status"] == "pass" and dcnv2["samples_per_second"] > 0 and dcnv2["ids_per_sample"] == 214
     assert dcnv2["step_split"]["ms_per_step"]["embedding_lookup"] > 0
     assert results["fp16_tables"]["status"] == "pass" and results["fp16_tables"]["table_bytes_fp16_over_fp32"] == 0.5
+    assert sum(dcnv2["gpu_shape_plan"].values()) == 26  # the GPU shape plans for one device
     uvm = results["uvm_caching"]
-    assert uvm["status"] == gpu_check.NEEDS_GPU and uvm["planned_kernel"] == "fused_uvm_caching"
-    assert uvm["table_gb"] > uvm["hbm_share_gb"]  # the table does not fit the HBM it is given
+    assert uvm["status"] == gpu_check.NEEDS_GPU and uvm["gpu_shape_plan"] == "table_wise/fused_uvm_caching"
+    assert uvm["gpu_shape_table_gb"] > 2 * uvm["gpu_shape_hbm_share_gb"]  # the table is far bigger than the HBM it is given
 
 
 def test_a_failing_part_is_recorded_and_the_next_still_runs(tmp_path, capsys):

@@ -33,7 +33,8 @@ is recorded and the next one runs. Status is ``pass``, ``fail`` (ran, check not 
 ``error`` (raised), or ``needs a GPU`` (``--dry-run`` for a CUDA-only kernel). Exit
 status: 1 if any part failed or raised, else 0.
 
-``--dry-run`` runs the same functions on the CPU with tiny shapes (a test runs it), so
+``--dry-run`` runs the same functions on the CPU with tiny shapes (a test runs it), and
+plans the GPU shapes of parts 2 and 3 for one CUDA device (planning needs no device), so
 only what truly needs CUDA is untested before a GPU is at hand. Code here must run on
 the GPU hosts' torchrec 1.6 (``../shared/gpu/README.md``): nothing newer is used.
 """
@@ -48,6 +49,7 @@ import resource
 import sys
 import time
 import traceback
+from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from importlib import metadata as importlib_metadata
 from typing import Any, Callable, Sequence
@@ -320,7 +322,13 @@ def check_dcnv2_mlperf(runtime, shapes: Shapes) -> dict[str, Any]:
     batches = itertools.cycle(pool)
     seconds = time_steps(pipeline, batches, runtime.device, shapes.warmup_steps, shapes.timed_steps)
     split = step_split(pipeline, batches, runtime.device, shapes.profiled_steps)
+    gpu_plan = {}
+    if runtime.device.type != "cuda":  # a dry run: also check that the GPU shape plans for one 80 GiB device
+        gpu_config, gpu_sizes = dcnv2_config(Shapes.full())
+        planned = plan_for_one_gpu(gpu_config, len(DENSE_FEATURES), gpu_sizes, Shapes.full().batch_size, 80.0)
+        gpu_plan = {"gpu_shape_plan": dict(sorted(Counter(planned.values()).items()))}
     return {
+        **gpu_plan,
         "status": "pass",
         "samples_per_second": shapes.batch_size / seconds,
         "step_ms": seconds * 1e3,
@@ -349,7 +357,7 @@ def uvm_config(shapes: Shapes):
             config.sharding,
             types=["table_wise"],
             compute_kernel="fused_uvm_caching",
-            cache_load_factor=0.2,
+            cache_load_factor=0.1,
             hbm_gb=shapes.hbm_share_gb,
             ddr_gb=max(64.0, 4 * shapes.uvm_gb),
         ),  # fmt: skip
@@ -358,17 +366,20 @@ def uvm_config(shapes: Shapes):
     return config, {"big": rows, "small": 1000}
 
 
-def _planned_kernels(config, sizes: dict[str, int], batch_size: int) -> dict[str, str]:
-    """Each table's compute kernel in the plan for one CUDA device of ``sharding.hbm_gb`` (no device needed)."""
+def plan_for_one_gpu(config, num_dense: int, sizes: dict[str, int], batch_size: int, hbm_gb: float) -> dict[str, str]:
+    """Each table's ``sharding_type/compute_kernel`` in the plan for one CUDA device of ``hbm_gb``.
+
+    Planning needs no device, so a dry run checks that the GPU shapes fit before a GPU is at hand.
+    """
     from torchrec_app.distributed.build import prepare_for_sharding
     from torchrec_app.distributed.planning import build_constraints, build_topology, plan_sharding
     from torchrec_app.models.ctr import build_model
 
-    model = build_model(config, SMALL_DENSE, list(sizes), sizes, device="meta")
+    model = build_model(config, num_dense, list(sizes), sizes, device="meta")
     tables = prepare_for_sharding(model, config.optim)
-    topology = build_topology(1, "cuda", 1, config.sharding.hbm_gb, config.sharding.ddr_gb)
+    topology = build_topology(1, "cuda", 1, hbm_gb, config.sharding.ddr_gb)
     plan, _ = plan_sharding(model, topology, batch_size, build_constraints(config.sharding, tables, "cuda"))
-    return {t: p.compute_kernel for module in plan.plan.values() for t, p in module.items()}
+    return {t: f"{p.sharding_type}/{p.compute_kernel}" for module in plan.plan.values() for t, p in module.items()}
 
 
 def check_uvm_caching(runtime, shapes: Shapes) -> dict[str, Any]:
@@ -378,9 +389,12 @@ def check_uvm_caching(runtime, shapes: Shapes) -> dict[str, Any]:
     config, sizes = uvm_config(shapes)
     table_gb = sizes["big"] * 128 * 4 / 2**30
     shape = {"table_gb": table_gb, "hbm_share_gb": shapes.hbm_share_gb, "cache_load_factor": config.sharding.cache_load_factor}
-    if runtime.device.type != "cuda":  # plan it for one CUDA device (the planner needs none), run nothing
-        kernel = _planned_kernels(config, sizes, shapes.batch_size).get("t_big")
-        return {"status": NEEDS_GPU, "why": "fused_uvm_caching is a CUDA kernel (UVM + an HBM cache)", "planned_kernel": kernel, **shape}
+    if runtime.device.type != "cuda":  # plan the GPU shape for one CUDA device (the planner needs none), run nothing
+        gpu_config, gpu_sizes = uvm_config(Shapes.full())
+        planned = plan_for_one_gpu(gpu_config, SMALL_DENSE, gpu_sizes, Shapes.full().batch_size, gpu_config.sharding.hbm_gb)
+        return {"status": NEEDS_GPU, "why": "fused_uvm_caching is a CUDA kernel (UVM + an HBM cache)",
+                "gpu_shape_plan": planned["t_big"], "gpu_shape_table_gb": gpu_sizes["big"] * 128 * 4 / 2**30,
+                "gpu_shape_hbm_share_gb": gpu_config.sharding.hbm_gb, **shape}  # fmt: skip
     free, _ = torch.cuda.mem_get_info(runtime.device)
     if table_gb > free / 2**30 / 2:
         return {"status": "fail", "why": f"the table ({table_gb:.1f} GiB) is over half the free device memory "
@@ -459,7 +473,7 @@ def summary_line(part: str, result: dict[str, Any]) -> str:
     'gpu_check fp16_tables: pass logit_drift_vs_fp32=0.0012 finite=True steps=6'
     """
     figures = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()
-                       if k not in ("status", "error", "why", "step_split", "kernels", "environment"))  # fmt: skip
+                       if k not in ("status", "error", "why", "step_split", "kernels", "environment", "gpu_shape_plan"))  # fmt: skip
     extra = f" ({result['why']})" if "why" in result else f" ({result['error']})" if "error" in result else ""
     return f"gpu_check {part}: {result['status']} {figures}".rstrip() + extra
 
