@@ -260,10 +260,19 @@ def check_sharded_equivalence(runtime, shapes: Shapes) -> dict[str, Any]:
     """Sharded (table-wise, fused SGD) vs the plain model: same logits and weights after 4 steps."""
     import torch
 
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # exact fp32 on both sides
+    try:
+        return _sharded_vs_plain(runtime)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
+def _sharded_vs_plain(runtime) -> dict[str, Any]:
+    import torch
+
     from torchrec_app.models.ctr import build_model
 
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
     config = _small_config()
     torch.manual_seed(0)
     reference = build_model(config, SMALL_DENSE, list(SMALL_FEATURES), SMALL_TABLES, device=runtime.device)
@@ -339,6 +348,7 @@ def check_dcnv2_mlperf(runtime, shapes: Shapes) -> dict[str, Any]:
         "rows_cap": shapes.rows_cap,
         "embedding_dim": config.sparse.embedding_dim,
         "ids_per_sample": sum(MLPERF_BAG_SIZES),
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "kernels": sorted({p.compute_kernel for module in plan.plan.values() for p in module.values()}),
     }
 
