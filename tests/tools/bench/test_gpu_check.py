@@ -22,7 +22,8 @@ from torchrec_app.tools.bench import gpu_check
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_check")
-    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    launcher = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")  # set by in-process tests
+    env = {k: v for k, v in os.environ.items() if k not in launcher} | {"PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(["bash", os.path.join(REPO, "launch", "gpu_check.sh"), "--dry-run", "--out", str(out)], env=env,
                           capture_output=True, text=True, timeout=600, cwd=REPO)  # fmt: skip
     return done, out
