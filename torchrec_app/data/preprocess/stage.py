@@ -9,7 +9,9 @@ batch per parsed block:
   ``split`` (int8 code into :data:`torchrec_app.data.splits.SPLITS`);
 * hashed features: their final ids (``raw % hash_size``);
 * vocabulary features: the block's raw ids dictionary-encoded (int32 indices into the
-  block's distinct uint64 raw ids), lists of them when multi-hot.
+  block's distinct uint64 raw ids, as the parse encoded them:
+  :class:`~torchrec_app.data.criteo_format.EncodedIds`, where an id written two ways is
+  two entries of the same value), lists of them when multi-hot.
 
 Pass 2 (:func:`read_staged`) reads the stream back and, per block, looks up only the
 distinct raw ids in the vocabulary (a few thousand instead of every value) and gathers
@@ -70,7 +72,8 @@ def staged_writer(path: str, schema: pa.Schema) -> Iterator[pa.ipc.RecordBatchSt
 def stage_batch(rows: ParsedRows, splits: np.ndarray, config: PreprocessConfig, schema: pa.Schema,
                 vocab_features: set[str]) -> tuple[pa.RecordBatch, dict[str, tuple[np.ndarray, np.ndarray]]]:  # fmt: skip
     """The staged record batch of one parsed block, and per vocabulary feature the distinct
-    raw ids of its train rows with their counts (not sorted)."""
+    raw ids of its train rows with their counts (not sorted; a value may repeat when written
+    two ways, which :meth:`Counts.merge` sums)."""
     first = pa.array(rows.row_ids, pa.int64()) if schema.names[0] == ID else pa.array(rows.labels.astype(np.int8))
     columns = [first, *(pa.array(rows.dense[j]) for j in range(len(DENSE_FEATURES))), pa.array(splits)]
     train = splits == 0
