@@ -46,7 +46,7 @@ import os
 import re
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Collection, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -127,8 +127,9 @@ class ParsedRows:
         labels: ``n`` float32 in {0, 1}; None when not kept (unlabeled or scoring data).
         dense: ``13 x n`` float32 (each feature's values contiguous, as columns are written),
             already ``log(1 + max(x, 0))``.
-        sparse: one uint64 array of raw ids per sparse feature (all values of the feature,
-            row after row).
+        sparse: per sparse feature, its raw ids (all values of the feature, row after
+            row): a uint64 array, or an :class:`EncodedIds` when parsed with ``encode_ids``
+            (:meth:`raw_ids` gives the uint64 array either way).
         lengths: per sparse feature, ``n`` int32 ids per row (multi-hot), or None (one-hot:
             exactly one id per row).
         row_ids: ``n`` int64 of the file's ``Id`` column when kept, else None.
@@ -143,6 +144,38 @@ class ParsedRows:
     @property
     def num_rows(self) -> int:
         return self.dense.shape[1]
+
+    def raw_ids(self, f: int) -> np.ndarray:
+        """The uint64 raw ids of sparse feature ``f`` (decoded if encoded)."""
+        ids = self.sparse[f]
+        return ids.decode() if isinstance(ids, EncodedIds) else ids
+
+
+@dataclass(slots=True)
+class EncodedIds:
+    """One feature's raw ids of a block, dictionary-encoded: the ids are ``distinct[indices]``.
+
+    What the text is parsed into when each value only needs a lookup (vocabulary counts and
+    ids, ``raw % hash_size``): the hex text is decoded once per distinct string, not once per
+    value. ``distinct`` holds one value per distinct *string*, so a value written two ways
+    (``ab`` and ``00AB``) may appear twice; counting by value and looking values up are
+    unaffected.
+
+    >>> e = EncodedIds(np.array([1, 0, 1], np.int32), np.array([7, 9], np.uint64))
+    >>> e.decode().tolist(), e.map(lambda d: d % np.uint64(4)).tolist()
+    ([9, 7, 9], [1, 3, 1])
+    """
+
+    indices: np.ndarray  # int32, one per value (n values)
+    distinct: np.ndarray  # uint64, len(distinct) <= n
+
+    def decode(self) -> np.ndarray:
+        """The uint64 raw id of every value."""
+        return self.distinct[self.indices]
+
+    def map(self, fn) -> np.ndarray:
+        """``fn`` (elementwise over uint64 raw ids) of every value, computed on the distinct ids only."""
+        return fn(self.distinct)[self.indices]
 
 
 def quote(value: bytes) -> str:
@@ -399,11 +432,13 @@ def count_lines(block: bytes) -> int:
 
 
 def parse_block(block: bytes, fmt: TextFormat, *, multi_hot: bool, separator: str, keep_label: bool = True,
-                keep_id: bool = False, use_threads: bool = False) -> ParsedRows:  # fmt: skip
+                keep_id: bool = False, use_threads: bool = False, encode_ids: Collection[str] = ()) -> ParsedRows:  # fmt: skip
     """Parse a block of whole lines; raises ``BlockRejected`` when any line is bad.
 
     ``keep_label``: parse the label (labeled files); ``keep_id``: parse the ``Id`` column
-    (scoring data with one). Accepts exactly the rows :func:`find_bad_lines` accepts.
+    (scoring data with one); ``encode_ids``: the sparse features returned as
+    :class:`EncodedIds` (for vocabulary features: their counting and lookups need the
+    distinct ids anyway). Accepts exactly the rows :func:`find_bad_lines` accepts.
     """
     keep_label = keep_label and fmt.labeled
     keep_id = keep_id and ID in fmt.columns
@@ -444,7 +479,7 @@ def parse_block(block: bytes, fmt: TextFormat, *, multi_hot: bool, separator: st
             column = pc.list_flatten(lists)
             if column.null_count:
                 raise BlockRejected(name)
-        values = parse_hex(column, missing_is_error=multi_hot)
+        values = (encode_hex if name in encode_ids else parse_hex)(column, missing_is_error=multi_hot)
         if values is None:
             raise BlockRejected(name)
         sparse.append(values)
@@ -483,23 +518,15 @@ def parse_hex(array: pa.Array, *, missing_is_error: bool = False) -> np.ndarray 
     offsets = np.frombuffer(buffers[1], dtype=np.int32)[array.offset : array.offset + n + 1]
     data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
     lengths = np.diff(offsets)
-    if missing_is_error and (lengths == 0).any():
+    if missing_is_error and not lengths.all():
         return None
-    present = lengths > 0
-    out = np.zeros(n, dtype=np.uint64)
-    if (lengths[present] == 8).all():
+    if not (lengths & ~np.int32(8)).any():  # each 8 digits or empty
         # Criteo's 8-digit hashes lie back to back in the data buffer: no gather needed.
-        start, end = int(offsets[0]), int(offsets[-1])
-        if start % 2:  # pairs must start on an even address for the uint16 view
-            pairs = _PAIR_LUT[data[start:end].copy().view(np.uint16)]
-        else:
-            pairs = _PAIR_LUT[data[start:end].view(np.uint16)]
-        if pairs.size and pairs.max() > 255:
-            return None
-        values = pairs.astype(np.uint8).view(">u4")
-        if len(values) == n:
-            return values.astype(np.uint64)
-        out[present] = values
+        values = _decode_hex8(data[int(offsets[0]) : int(offsets[-1])])
+        if values is None or len(values) == n:
+            return values
+        out = np.zeros(n, dtype=np.uint64)
+        out[lengths > 0] = values
         return out
     if lengths.max() > 16:
         return None
@@ -512,6 +539,54 @@ def parse_hex(array: pa.Array, *, missing_is_error: bool = False) -> np.ndarray 
         return None
     shift = (4 * np.maximum(lengths[:, None] - 1 - pos[None, :], 0)).astype(np.uint64)
     return np.bitwise_or.reduce(np.where(inside, nib << shift, np.uint64(0)), axis=1).astype(np.uint64)
+
+
+def _decode_hex8(text: np.ndarray) -> np.ndarray | None:
+    """uint64 values of back-to-back 8-digit hex strings (uint8 text, 8 bytes each); None if any is not hex."""
+    if text.ctypes.data % 2:  # pairs must start on an even address for the uint16 view
+        text = text.copy()
+    pairs = _PAIR_LUT[text.view(np.uint16)]
+    if pairs.size and pairs.max() > 255:
+        return None
+    return pairs.astype(np.uint8).view(">u4").astype(np.uint64)
+
+
+def encode_hex(array: pa.Array, *, missing_is_error: bool = False) -> EncodedIds | None:
+    """:func:`parse_hex` as :class:`EncodedIds`: the strings are dictionary-encoded first, so
+    only the distinct ones are decoded; None if any is not hex.
+
+    When every string has 8 characters (Criteo's ids) each is hashed as one uint64 word of
+    its bytes, cheaper than hashing strings.
+
+    >>> e = encode_hex(pa.array([b"68fd1e64", None, b"ff", b"68fd1e64", b"FF"], pa.binary()))
+    >>> e.decode().tolist(), len(e.distinct)
+    ([1761418852, 0, 255, 1761418852, 255], 4)
+    >>> encode_hex(pa.array([b"12zz"], pa.binary())) is None
+    True
+    """
+    n = len(array)
+    if n == 0:
+        return EncodedIds(np.zeros(0, np.int32), np.zeros(0, np.uint64))
+    buffers = array.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int32)[array.offset : array.offset + n + 1]
+    start, end = int(offsets[0]), int(offsets[-1])
+    lengths = np.diff(offsets)
+    all_eight = end - start == 8 * n and lengths.max() == 8  # (lengths sum to 8n, none above 8)
+    if all_eight or (not missing_is_error and not (lengths & ~np.int32(8)).any()):  # 8 digits each, or missing (-> 0)
+        text = np.frombuffer(buffers[2], dtype=np.uint8)[start:end]  # the present strings, back to back
+        words = text.view(np.uint64) if text.ctypes.data % 8 == 0 else text.copy().view(np.uint64)
+        encoded = pc.dictionary_encode(pa.array(words))
+        distinct = _decode_hex8(encoded.dictionary.to_numpy().view(np.uint8))
+        if distinct is None:
+            return None
+        if all_eight:
+            return EncodedIds(encoded.indices.to_numpy(), distinct)
+        indices = np.full(n, len(distinct), dtype=np.int32)  # missing: the extra last entry, raw id 0
+        indices[lengths > 0] = encoded.indices.to_numpy()
+        return EncodedIds(indices, np.append(distinct, np.uint64(0)))
+    encoded = pc.dictionary_encode(array, null_encoding="encode")
+    distinct = parse_hex(encoded.dictionary, missing_is_error=missing_is_error)
+    return None if distinct is None else EncodedIds(encoded.indices.to_numpy(), distinct)
 
 
 @dataclass(frozen=True, slots=True)
@@ -583,4 +658,3 @@ def drop_lines(block: bytes, indices: set[int]) -> tuple[bytes, np.ndarray]:
     kept = [i for i in range(len(lines)) if i not in indices]
     text = b"".join(lines[i] + b"\n" for i in kept)
     return text, np.asarray(kept, dtype=np.int64)
-

@@ -22,6 +22,15 @@ from torchrec_app.utils.fs import atomic_path
 OOV_INDEX = 0
 
 
+def hashed_ids(raw: np.ndarray, hash_size: int) -> np.ndarray:
+    """The ``hash`` id strategy: ``raw % hash_size`` of uint64 raw ids.
+
+    >>> hashed_ids(np.array([5, 12], np.uint64), hash_size=7).tolist()
+    [5, 5]
+    """
+    return raw % np.uint64(hash_size)
+
+
 @dataclass(slots=True)
 class Counts:
     """Distinct raw ids (uint64; sorted when made by ``of`` or ``merge``) and how often each occurs."""

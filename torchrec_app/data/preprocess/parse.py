@@ -10,7 +10,7 @@ byte offset (the random policy), so skipping a row never moves another.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Collection, Iterator
 
 import numpy as np
 
@@ -26,8 +26,10 @@ class Chunk:
     splits: np.ndarray  # split code per row
 
 
-def iter_task_rows(task: Task, config: PreprocessConfig, use_threads: bool, bad_rows: list) -> Iterator[Chunk]:
-    """Parsed rows of a task with their split, block by block.
+def iter_task_rows(task: Task, config: PreprocessConfig, use_threads: bool, bad_rows: list,
+                   encode_ids: Collection[str] = ()) -> Iterator[Chunk]:  # fmt: skip
+    """Parsed rows of a task with their split, block by block; the features in ``encode_ids``
+    as :class:`~torchrec_app.data.criteo_format.EncodedIds`.
 
     Bad lines raise :class:`DataFormatError` naming file, line and field, or (skip mode)
     are dropped and appended to ``bad_rows`` as ``"file:line: ..."`` strings.
@@ -46,7 +48,7 @@ def iter_task_rows(task: Task, config: PreprocessConfig, use_threads: bool, bad_
                 block, offset, line_in_task = block[cut:], offset + cut, 1
             if not block:
                 continue
-            chunk, lines = _parse_block(task, config, use_threads, bad_rows, block, offset, line_in_task)
+            chunk, lines = _parse_block(task, config, use_threads, bad_rows, block, offset, line_in_task, encode_ids)
             yield chunk
             line_in_task += lines
             data_lines += lines
@@ -56,14 +58,14 @@ def iter_task_rows(task: Task, config: PreprocessConfig, use_threads: bool, bad_
         stream.close()
 
 
-def _parse_block(task, config, use_threads, bad_rows, block: bytes, offset: int, line_in_task: int) -> tuple[Chunk, int]:
+def _parse_block(task, config, use_threads, bad_rows, block: bytes, offset: int, line_in_task: int, encode_ids) -> tuple[Chunk, int]:
     """The rows of one block and the number of lines it held."""
     kept = None
     original = block
     scoring = task.rule.split == "score"
     options = dict(multi_hot=config.multi_hot, separator=config.multi_hot_separator, keep_label=not scoring, keep_id=scoring)
     try:
-        rows = fmt_.parse_block(block, task.fmt, use_threads=use_threads, **options)
+        rows = fmt_.parse_block(block, task.fmt, use_threads=use_threads, encode_ids=encode_ids, **options)
     except fmt_.BlockRejected as err:
         bad = fmt_.find_bad_lines(block, task.fmt, **options)
         first_line = _first_line(task) + line_in_task
@@ -78,7 +80,7 @@ def _parse_block(task, config, use_threads, bad_rows, block: bytes, offset: int,
             raise DataFormatError(_too_many(bad_rows, config.max_bad_rows)) from None
         block, kept = fmt_.drop_lines(block, {b.index for b in bad})
         try:
-            rows = fmt_.parse_block(block, task.fmt, use_threads=use_threads, **options)
+            rows = fmt_.parse_block(block, task.fmt, use_threads=use_threads, encode_ids=encode_ids, **options)
         except fmt_.BlockRejected as err2:
             raise DataFormatError(f"{task.path}:{first_line}: rows unreadable after skipping bad ones ({err2})") from None
     lines = rows.num_rows if kept is None else original.count(b"\n")  # the fast path accepts a block only if each line is a row

@@ -20,7 +20,7 @@ from torchrec_app.data.preprocess.output import PROGRESS_DIR, VOCAB_DIR, fingerp
 from torchrec_app.data.preprocess.plan import plan_tasks
 from torchrec_app.data.preprocess.pool import abandon, executor
 from torchrec_app.data.preprocess.stage import STAGED_DIR
-from torchrec_app.data.preprocess.vocab_pass import build_vocabularies
+from torchrec_app.data.preprocess.vocab_pass import build_vocabularies, preload_vocabularies
 from torchrec_app.data.preprocess.write import TaskResult, convert_task, read_task_marker
 from torchrec_app.data.splits import SPLITS, Source
 
@@ -59,11 +59,15 @@ def preprocess_dataset(out_dir: str, sources: list[Source], config: PreprocessCo
     finished = {t.index: r for t in tasks if (r := read_task_marker(build, t)) is not None}
     if finished:
         log(f"resuming: {len(finished)} of {len(tasks)} tasks already done")
-    with executor(parallel) as pool:
-        num_embeddings = {f: config.hash_size for f in SPARSE_FEATURES if f not in vocab_features}
-        if vocab_features:
+    num_embeddings = {f: config.hash_size for f in SPARSE_FEATURES if f not in vocab_features}
+    if vocab_features:
+        with executor(parallel) as pool:
             num_embeddings.update(build_vocabularies(build, tasks, config, vocab_features, pool, parallel, log, set(finished)))
-        id_dtype = "int32" if max(num_embeddings.values()) <= _INT32_MAX else "int64"
+        # Loaded (and their lookup tables built) here, once: the conversion's workers are forked
+        # after this and share them, instead of each reading and indexing every vocabulary.
+        preload_vocabularies(os.path.join(build, VOCAB_DIR), tuple(vocab_features))
+    id_dtype = "int32" if max(num_embeddings.values()) <= _INT32_MAX else "int64"
+    with executor(parallel) as pool:
         results = _run_conversion(build, tasks, config, id_dtype, pool, parallel, finished)
     name = os.path.basename(build)
     files = {split: [SplitFile(path=f"{name}/{r.files[split].path}", rows=r.files[split].rows) for r in results if split in r.files]

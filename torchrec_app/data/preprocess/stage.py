@@ -9,7 +9,9 @@ batch per parsed block:
   ``split`` (int8 code into :data:`torchrec_app.data.splits.SPLITS`);
 * hashed features: their final ids (``raw % hash_size``);
 * vocabulary features: the block's raw ids dictionary-encoded (int32 indices into the
-  block's distinct uint64 raw ids), lists of them when multi-hot.
+  block's distinct uint64 raw ids, as the parse encoded them:
+  :class:`~torchrec_app.data.criteo_format.EncodedIds`, where an id written two ways is
+  two entries of the same value), lists of them when multi-hot.
 
 Pass 2 (:func:`read_staged`) reads the stream back and, per block, looks up only the
 distinct raw ids in the vocabulary (a few thousand instead of every value) and gathers
@@ -20,6 +22,7 @@ its Parquet parts are written; their size is about that of the task's text.
 
 from __future__ import annotations
 
+import functools
 import os
 from contextlib import contextmanager
 from typing import Iterator
@@ -29,9 +32,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from torchrec_app.config.data import PreprocessConfig
-from torchrec_app.data.criteo_format import DENSE_FEATURES, ID, LABEL, SPARSE_FEATURES, ParsedRows
+from torchrec_app.data.criteo_format import DENSE_FEATURES, ID, LABEL, SPARSE_FEATURES, EncodedIds, ParsedRows
 from torchrec_app.data.preprocess.plan import Task
-from torchrec_app.data.vocab import Counts, Vocabulary
+from torchrec_app.data.vocab import Counts, Vocabulary, hashed_ids
 
 STAGED_DIR = "_staged"
 SPLIT = "split"
@@ -69,7 +72,8 @@ def staged_writer(path: str, schema: pa.Schema) -> Iterator[pa.ipc.RecordBatchSt
 def stage_batch(rows: ParsedRows, splits: np.ndarray, config: PreprocessConfig, schema: pa.Schema,
                 vocab_features: set[str]) -> tuple[pa.RecordBatch, dict[str, tuple[np.ndarray, np.ndarray]]]:  # fmt: skip
     """The staged record batch of one parsed block, and per vocabulary feature the distinct
-    raw ids of its train rows with their counts (not sorted)."""
+    raw ids of its train rows with their counts (not sorted; a value may repeat when written
+    two ways, which :meth:`Counts.merge` sums)."""
     first = pa.array(rows.row_ids, pa.int64()) if schema.names[0] == ID else pa.array(rows.labels.astype(np.int8))
     columns = [first, *(pa.array(rows.dense[j]) for j in range(len(DENSE_FEATURES))), pa.array(splits)]
     train = splits == 0
@@ -78,9 +82,10 @@ def stage_batch(rows: ParsedRows, splits: np.ndarray, config: PreprocessConfig, 
     for f, feature in enumerate(SPARSE_FEATURES):
         raw = rows.sparse[f]
         if feature in vocab_features:
-            values = pc.dictionary_encode(pa.array(raw))
+            encoded = raw if isinstance(raw, EncodedIds) else _encode(raw)
+            indices, distinct = encoded.indices, encoded.distinct
+            values = pa.DictionaryArray.from_arrays(pa.array(indices), pa.array(distinct))
             if all_train or train.any():
-                indices, distinct = values.indices.to_numpy(), values.dictionary.to_numpy()
                 if all_train:
                     counts[feature] = (distinct, np.bincount(indices, minlength=len(distinct)))
                 else:
@@ -88,11 +93,18 @@ def stage_batch(rows: ParsedRows, splits: np.ndarray, config: PreprocessConfig, 
                     n = np.bincount(indices[mask], minlength=len(distinct))
                     counts[feature] = (distinct[n > 0], n[n > 0])
         else:
-            values = pa.array((raw % np.uint64(config.hash_size)).astype(hash_id_type(config).to_pandas_dtype()))
+            to_ids = functools.partial(hashed_ids, hash_size=config.hash_size)
+            ids = raw.map(to_ids) if isinstance(raw, EncodedIds) else to_ids(raw)
+            values = pa.array(ids.astype(hash_id_type(config).to_pandas_dtype()))
         if rows.lengths is not None:
             values = pa.ListArray.from_arrays(pa.array(_offsets(rows.lengths[f])), values)
         columns.append(values)
     return pa.RecordBatch.from_arrays(columns, schema=schema), counts
+
+
+def _encode(raw: np.ndarray) -> EncodedIds:
+    encoded = pc.dictionary_encode(pa.array(raw))
+    return EncodedIds(encoded.indices.to_numpy(), encoded.dictionary.to_numpy())
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:

@@ -14,6 +14,8 @@ import functools
 import json
 import os
 
+import numpy as np
+
 from torchrec_app.config.data import PreprocessConfig
 from torchrec_app.data.criteo_format import DataFormatError
 from torchrec_app.data.preprocess.output import PROGRESS_DIR, VOCAB_DIR
@@ -54,7 +56,7 @@ def stage_task(task: Task, build: str, config: PreprocessConfig, features: list[
     parts: dict[str, list[Counts]] = {f: [] for f in features}
     bad_rows: list[str] = []
     with atomic_path(rows_path) as tmp, staged_writer(str(tmp), schema) as writer:
-        for chunk in iter_task_rows(task, config, use_threads, bad_rows):
+        for chunk in iter_task_rows(task, config, use_threads, bad_rows, encode_ids=vocab_features):
             batch, counts = stage_batch(chunk.rows, chunk.splits, config, schema, vocab_features)
             writer.write_batch(batch)
             for feature, (ids, n) in counts.items():
@@ -71,6 +73,13 @@ def stage_task(task: Task, build: str, config: PreprocessConfig, features: list[
 def load_vocabularies(vocab_dir: str, features: tuple[str, ...]) -> dict[str, Vocabulary]:
     """The saved vocabularies (cached: each worker process loads them once per run)."""
     return {f: Vocabulary.load(os.path.join(vocab_dir, f"{f}.parquet")) for f in features}
+
+
+def preload_vocabularies(vocab_dir: str, features: tuple[str, ...]) -> None:
+    """Load the vocabularies into this process's cache with their lookup tables built, so
+    worker processes forked afterwards use them as they are (copy-on-write)."""
+    for vocab in load_vocabularies(vocab_dir, features).values():
+        vocab.lookup(np.zeros(0, dtype=np.uint64))  # builds the hash table
 
 
 def build_vocabularies(build, tasks, config, features, pool, parallel, log, finished: set[int]) -> dict[str, int]:

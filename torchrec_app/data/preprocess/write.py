@@ -8,6 +8,7 @@ reads back with :func:`read_task_marker`.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -26,7 +27,7 @@ from torchrec_app.data.preprocess.plan import Task
 from torchrec_app.data.preprocess.stage import read_staged, staged_paths
 from torchrec_app.data.preprocess.vocab_pass import load_vocabularies, read_staged_marker, staged_marker
 from torchrec_app.data.splits import SPLITS
-from torchrec_app.data.vocab import Vocabulary
+from torchrec_app.data.vocab import Vocabulary, hashed_ids
 from torchrec_app.utils.fs import write_json_atomic
 
 
@@ -56,7 +57,7 @@ def convert_task(task: Task, build: str, config: PreprocessConfig, id_dtype: str
     if staged is not None:
         tables = read_staged(staged_paths(build, task)[0], vocabs, schema)
     else:
-        chunks = iter_task_rows(task, config, use_threads, bad_rows)
+        chunks = iter_task_rows(task, config, use_threads, bad_rows, encode_ids=vocab_features)
         tables = ((rows_to_table(c.rows, config, vocabs, schema, id_dtype), c.splits) for c in chunks)
     writers: dict[str, PartWriter] = {}
     try:
@@ -106,11 +107,8 @@ def rows_to_table(
     columns = [first] + [pa.array(dense[j]) for j in range(len(DENSE_FEATURES))]
     for f, feature in enumerate(SPARSE_FEATURES):
         raw = rows.sparse[f]
-        if feature in vocabs:
-            ids = vocabs[feature].lookup(raw)
-        else:
-            ids = raw % np.uint64(config.hash_size)
-        ids = ids.astype(id_dtype, copy=False)
+        to_ids = vocabs[feature].lookup if feature in vocabs else functools.partial(hashed_ids, hash_size=config.hash_size)
+        ids = (raw.map(to_ids) if isinstance(raw, fmt_.EncodedIds) else to_ids(raw)).astype(id_dtype, copy=False)
         if rows.lengths is None:
             columns.append(pa.array(ids))
         else:

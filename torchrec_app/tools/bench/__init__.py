@@ -10,5 +10,6 @@ are read back from its run directory. Modules:
 * :mod:`~torchrec_app.tools.bench.step_profile`: the step-time split (a trainer hook).
 * :mod:`~torchrec_app.tools.bench.report`: medians and spreads, ``bench.json`` and ``bench.md``.
 * :mod:`~torchrec_app.tools.bench.plots`: the PNG charts.
+* :mod:`~torchrec_app.tools.bench.gpu_check`: the first checks on a lent GPU host (``launch/gpu_check.sh``).
 * :mod:`~torchrec_app.commands.bench`: the command.
 """
