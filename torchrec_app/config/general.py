@@ -46,12 +46,10 @@ class EaseConfig:
     memory_gb: float = 8.0
     """Memory the solve may take: 20 x items^2 bytes (the float64 Gram matrix and its inverse, 8 bytes
     each per entry, and the float32 B). A catalog needing more is refused with the figure."""
-    score_batch_users: int = 1024
-    """Users scored at a time (memory: users x items float32 scores)."""
 
     def __post_init__(self) -> None:
         _check(self.l2 > 0, f"ease.l2 must be > 0, got {self.l2}")
-        _check(self.memory_gb > 0 and self.score_batch_users >= 1, "ease.memory_gb must be > 0 and score_batch_users >= 1")
+        _check(self.memory_gb > 0, f"ease.memory_gb must be > 0, got {self.memory_gb}")
 
 
 @dataclass(kw_only=True, slots=True)

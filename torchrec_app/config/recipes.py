@@ -337,7 +337,7 @@ def gru4rec_ml1m() -> AppConfig:
 def ease() -> AppConfig:
     """EASE (closed form, one process) on a user-item dataset (``preprocess --kind user_items``): lambda 200,
     float64 solve within 8 GB (20 x items^2 bytes), users scored 1024 at a time, top-100 lists saved."""
-    return AppConfig(recipe="ease", model=ModelConfig(name="ease"), ease=EaseConfig(l2=200.0),
+    return AppConfig(recipe="ease", model=ModelConfig(name="ease"), ease=EaseConfig(l2=200.0), train=TrainConfig(eval_batch_size=1024),
                      sequence_preprocess=SequencePreprocessConfig(min_item_interactions=1, max_len=50))
 
 

@@ -87,6 +87,11 @@ class _Rows:
     items: list
     targets: list
 
+    def add(self, user: int, items: np.ndarray, targets: np.ndarray) -> None:
+        self.users.append(user)
+        self.items.append(items)
+        self.targets.append(targets)
+
     def table(self) -> pa.Table:
         def lists(parts: list[np.ndarray]) -> pa.Array:
             lengths = np.array([len(p) for p in parts], dtype=np.int64)
@@ -129,23 +134,21 @@ def derive_user_items(sequences_dir: str, out_dir: str, config: UserItemsConfig)
         users, items, offsets = _user_groups(interactions)
         for u, start, end in zip(users.tolist(), offsets[:-1].tolist(), offsets[1:].tolist()):
             train, valid, test = general_holdout(items[start:end], u, config.holdout_fraction, config.seed)
-            rows["train"].users.append(u), rows["train"].items.append(train), rows["train"].targets.append(train[:0])
+            rows["train"].add(u, train, train[:0])
             if len(test):
-                rows["valid"].users.append(u), rows["valid"].items.append(train), rows["valid"].targets.append(valid)
+                rows["valid"].add(u, train, valid)
                 kept = np.isin(items[start:end], test, invert=True)  # train + valid, in time order
-                rows["test"].users.append(u), rows["test"].items.append(items[start:end][kept]), rows["test"].targets.append(test)
+                rows["test"].add(u, items[start:end][kept], test)
     else:
         split = pc.cast(interactions.column("split"), pa.string())
         train_users, train_items, offsets = _user_groups(interactions.filter(pc.equal(split, "train")))
         for u, start, end in zip(train_users.tolist(), offsets[:-1].tolist(), offsets[1:].tolist()):
-            rows["train"].users.append(u), rows["train"].items.append(train_items[start:end]), rows["train"].targets.append(train_items[:0])
+            rows["train"].add(u, train_items[start:end], train_items[:0])
         for name in ("valid", "test"):
             table = pq.read_table(os.path.join(sequences_dir, f"{name}.parquet"))
             for u, history, target in zip(table.column("user").to_pylist(), table.column("items").to_pylist(),
                                           table.column("target").to_pylist()):  # fmt: skip
-                rows[name].users.append(u)
-                rows[name].items.append(np.asarray(history, dtype=np.int32))
-                rows[name].targets.append(np.asarray([target], dtype=np.int32))
+                rows[name].add(u, np.asarray(history, dtype=np.int32), np.asarray([target], dtype=np.int32))
         stats["split"] = source.split_policy
     tables = {name: r.table() for name, r in rows.items()}
 

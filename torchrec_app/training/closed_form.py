@@ -54,7 +54,7 @@ def fit_closed_form(config: AppConfig, data_dir: Path, run_dir: RunDir, log=prin
     train_seconds = time.perf_counter() - start
     log(f"solved {config.model.name} in {train_seconds:.1f} s")
     batch_maker = task.batch_maker(config, metadata, str(data_dir)) if task.batch_maker else None
-    batch_size = config.ease.score_batch_users if config.model.name == "ease" else (config.train.eval_batch_size or config.train.batch_size)
+    batch_size = config.train.eval_batch_size or config.train.batch_size  # users scored at a time
 
     def batches(split: str):
         return read_batches(str(data_dir), split, batch_size=batch_size, rank=0, world_size=1, config=config.data,

@@ -77,6 +77,9 @@ def test_train_recipe_ease_writes_the_run_directory_and_scores_with_the_shared_e
                      "ease.memory_gb=0.0001"]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert "EASE on 79 items needs 0.0 GB" in err or "EASE on 80 items needs 0.0 GB" in err, err
+    # nothing to plan: one line with the memory it needs
+    assert cli_main(["plan", "--recipe", "ease", "--data", str(datasets["general"]), "--world-size", "2", "--device", "cpu"]) == 2
+    assert "closed form on one process: no tables to plan or shard" in capsys.readouterr().err
     # more than one process: refused, saying why
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert cli_main(["train", "--recipe", "ease", "--data", str(datasets["general"]), "--out", str(tmp_path / "y")]) == 2

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from torch import nn
 
+from torchrec_app.config.errors import ConfigError
 from torchrec_app.config.schema import AppConfig
 from torchrec_app.data.metadata import DatasetMetadata
 from torchrec_app.data.user_items import COLUMNS, KIND, UserItemsBatcher
-from torchrec_app.models.general.ease import fit_ease
+from torchrec_app.models.general.ease import ease_memory_bytes, fit_ease
 from torchrec_app.models.general.multivae import MultiVae
 from torchrec_app.models.general.scoring import UserItemsEvaluator
 from torchrec_app.models.task import Task
@@ -46,6 +47,13 @@ def make_evaluator(config: AppConfig, metadata: DatasetMetadata) -> UserItemsEva
     return UserItemsEvaluator(config.ranking)
 
 
+def ease_has_no_tables(config: AppConfig, metadata: DatasetMetadata, device) -> nn.Module:
+    """EASE has no embedding tables to plan or shard (``plan``, the loop): say so, with the memory it needs."""
+    items = _num_items(metadata)
+    raise ConfigError(f"model.name=ease is solved in closed form on one process: no tables to plan or shard; on {items:,} items "
+                      f"it needs {ease_memory_bytes(items) / 1e9:.2f} GB (20 x items^2 bytes); train it with `torchrec-app train --recipe ease`")
+
+
 def describe_ease(config: AppConfig, metadata: DatasetMetadata) -> dict:
     n = _num_items(metadata) + 1
     return {"ease_l2": config.ease.l2, "ease_matrix_shape": [n, n], "protocol": metadata.extra.get("protocol")}
@@ -59,5 +67,5 @@ def describe_multivae(config: AppConfig, metadata: DatasetMetadata) -> dict:
 
 MULTIVAE_TASK = Task(name="general", data_kind=KIND, build_model=build_multivae, make_evaluator=make_evaluator,
                      monitor="ndcg@10", higher_is_better=True, describe=describe_multivae, batch_maker=multivae_batches)  # fmt: skip
-EASE_TASK = Task(name="general_closed_form", data_kind=KIND, build_model=None, make_evaluator=make_evaluator,
+EASE_TASK = Task(name="general_closed_form", data_kind=KIND, build_model=ease_has_no_tables, make_evaluator=make_evaluator,
                  monitor="ndcg@10", higher_is_better=True, describe=describe_ease, batch_maker=ease_batches, fit=fit_ease)  # fmt: skip
