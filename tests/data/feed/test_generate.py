@@ -43,7 +43,9 @@ def test_base_rates_and_oracle_in_truth(feed_raw):
         sigma = np.sqrt(targets[objective] * (1 - targets[objective]) / len(labels))
         assert abs(labels.mean() - targets[objective]) < 5 * sigma + 1e-3, objective
         oracle = truth["oracle"]["train"][objective]
-        assert oracle["rate"] == labels.mean() and 0.6 < oracle["auc"] < 1.0 and oracle["logloss"] > 0
+        assert oracle["rate"] == labels.mean() and 0.5 < oracle["auc"] < 1.0 and oracle["logloss"] > 0
+        if labels.sum() >= 50:  # a handful of report positives makes any AUC noisy
+            assert oracle["auc"] > 0.65, objective
     # the history carries signal: holding its terms at their mean loses AUC where it matters
     for objective in ("click", "watch", "chat", "hide"):
         oracle = truth["oracle"]["train"][objective]

@@ -24,7 +24,7 @@ length)::
     watch  = b_watch  + s (0.8 a - 1.5 h) + 0.5 q + 0.4 sin(2 pi hour / 24)
     chat   = b_chat   + s (1.0 a)         + 0.3 q + 0.5 z(log price) + surface effect
     hide   = b_hide   + s (-0.7 a + 2.0 h) - 0.5 q
-    report = b_report + s (0.5 h)         - 0.6 q + 2.5 scam
+    report = b_report + s (0.5 h)         - 0.6 q + 3.0 scam
 
 so click, watch and chat share causes (affinity, quality), past hides lower click and
 raise hide, and the history terms are visible only through the history. The intercepts
@@ -106,6 +106,14 @@ class PlantedFeedModel:
         counts = rng.integers(1, 5, size=n)
         self.keyword_offsets = np.concatenate([[0], np.cumsum(counts)])
         keywords = rng.choice(c.keywords, size=int(counts.sum()), p=keyword_popularity)
+        owner = np.repeat(np.arange(n), counts)
+        for _ in range(20):  # an item's keywords are distinct: redraw repeats (the popular ones collide)
+            order = np.lexsort((keywords, owner))
+            repeat = np.zeros(len(keywords), dtype=bool)
+            repeat[order[1:]] = (owner[order[1:]] == owner[order[:-1]]) & (keywords[order[1:]] == keywords[order[:-1]])
+            if not repeat.any():
+                break
+            keywords[repeat] = rng.choice(c.keywords, size=int(repeat.sum()), p=keyword_popularity)
         self.scam = rng.random(n) < 0.02
         scam_keyword = c.keywords - 1 - rng.integers(0, SCAM_KEYWORDS, size=n)  # rare keywords at the tail
         keywords[self.keyword_offsets[:-1][self.scam]] = scam_keyword[self.scam]
@@ -228,7 +236,7 @@ def draw_impressions(model: PlantedFeedModel, rows: int) -> Impressions:
         "watch": history_terms["watch"] + 0.5 * q + 0.4 * np.sin(2 * np.pi * hour / 24),
         "chat": history_terms["chat"] + 0.3 * q + 0.5 * price + model.surface_effect[context["ctx_surface"]],
         "hide": history_terms["hide"] - 0.5 * q,
-        "report": history_terms["report"] - 0.6 * q + 2.5 * model.scam[item],
+        "report": history_terms["report"] - 0.6 * q + 3.0 * model.scam[item],
     }
     session_split = np.searchsorted(np.cumsum(SPLIT_SHARES), rng.random(sessions), side="right").clip(0, len(SPLITS) - 1)
     return Impressions(user=user, session=session, item=item, position=position, hour=hour, context=context,
