@@ -22,21 +22,25 @@ INPUTS = FeedInputs(num_dense=3, pooled_features=list(POOLED), pooled_rows={"use
 def _kjt(keys: list[str], per_row: list[dict[str, list[int]]]) -> KeyedJaggedTensor:
     values = [i for key in keys for row in per_row for i in row.get(key, [])]
     lengths = [len(row.get(key, [])) for key in keys for row in per_row]
-    return KeyedJaggedTensor.from_lengths_sync(keys=keys, values=torch.tensor(values, dtype=torch.int64),
-                                               lengths=torch.tensor(lengths, dtype=torch.int32))
+    return KeyedJaggedTensor.from_lengths_sync(
+        keys=keys, values=torch.tensor(values, dtype=torch.int64), lengths=torch.tensor(lengths, dtype=torch.int32)
+    )
 
 
 def feed_batch(rows: list[dict]) -> FeedBatch:
     """A FeedBatch of ``rows`` (see the module docstring); a row with ``item`` None is padding."""
     real = [row.get("item") is not None for row in rows]
-    sequences = [{CANDIDATE: [row["item"]] if ok else [], **{history_key(a): row.get("history", {}).get(a, []) if ok else []
-                                                              for a in ACTIONS}} for row, ok in zip(rows, real)]
+    sequences = [
+        {CANDIDATE: [row["item"]] if ok else [], **{history_key(a): row.get("history", {}).get(a, []) if ok else [] for a in ACTIONS}}
+        for row, ok in zip(rows, real)
+    ]
     return FeedBatch(
         dense_features=torch.tensor([row.get("dense", [0.0] * INPUTS.num_dense) for row in rows], dtype=torch.float32),
         pooled=_kjt(list(INPUTS.pooled_features), [row.get("pooled", {}) if ok else {} for row, ok in zip(rows, real)]),
         sequences=_kjt([CANDIDATE, *(history_key(a) for a in ACTIONS)], sequences),
-        labels=torch.tensor([row.get("labels", [0] * len(OBJECTIVES)) if ok else [0] * len(OBJECTIVES)
-                             for row, ok in zip(rows, real)], dtype=torch.float32),
+        labels=torch.tensor(
+            [row.get("labels", [0] * len(OBJECTIVES)) if ok else [0] * len(OBJECTIVES) for row, ok in zip(rows, real)], dtype=torch.float32
+        ),
         weights=torch.tensor([1.0 if ok else 0.0 for ok in real]),
         importance=torch.tensor([row.get("importance", 1.0) if ok else 0.0 for row, ok in zip(rows, real)]),
     )

@@ -32,7 +32,7 @@ def test_a_row_depends_on_its_own_history_only(name):
     histories = [torch.randn(n, D, generator=generator) for n in (3, 0, 5, 1)]
     with torch.no_grad():
         together = encoder(candidates, _jagged(histories))
-        alone = torch.cat([encoder(candidates[i:i + 1], _jagged([histories[i]])) for i in range(4)])
+        alone = torch.cat([encoder(candidates[i : i + 1], _jagged([histories[i]])) for i in range(4)])
         # other rows with other lengths (and a longer batch) do not change row 0
         others = [histories[0], torch.randn(5, D, generator=generator), torch.zeros(0, D)]
         changed = encoder(torch.cat([candidates[:1], torch.randn(2, D, generator=generator)]), _jagged(others))
@@ -81,7 +81,7 @@ def test_din_attends_to_the_items_like_the_candidate():
                 module.weight.zero_()
                 module.bias.zero_()
         first = encoder.attention[0]._mlp[0]._linear  # the MLP's first layer reads [h, c, h - c, h * c]
-        first.weight[0, 3 * D:] = 10.0  # unit 0 = 10 * sum(h * c)
+        first.weight[0, 3 * D :] = 10.0  # unit 0 = 10 * sum(h * c)
         encoder.attention[1].weight[0, 0] = 1.0
         history = torch.eye(D)[:3]
         out = encoder(torch.eye(D)[1:2], _jagged([history]))

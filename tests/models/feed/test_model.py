@@ -23,8 +23,12 @@ from torchrec_app.models.feed.model import build_feed_model, feed_inputs
 
 def _model(seed: int = 0, sparse: SparseConfig | None = None, inputs=INPUTS, **feed) -> torch.nn.Module:
     torch.manual_seed(seed)
-    config = ModelConfig(name="feed", dense_arch=[8], cross=CrossConfig(num_layers=1, low_rank=8),
-                         feed=FeedModelConfig(**{"encoder": "mean", "item_dim": 4, "max_history": 6, "tower_dims": [8], **feed}))
+    config = ModelConfig(
+        name="feed",
+        dense_arch=[8],
+        cross=CrossConfig(num_layers=1, low_rank=8),
+        feed=FeedModelConfig(**{"encoder": "mean", "item_dim": 4, "max_history": 6, "tower_dims": [8], **feed}),
+    )
     return build_feed_model(config, sparse or SparseConfig(embedding_dim=4), inputs, "cpu")
 
 
@@ -104,16 +108,23 @@ def test_configuration_errors_name_the_key():
     with pytest.raises(ValueError, match="model.feed.encoder='rnn' is not one of"):
         FeedModelConfig(encoder="rnn")
     with pytest.raises(ConfigError, match="num_embeddings.item"):
-        feed_inputs(DatasetMetadata(kind="feed", dense_features=["d"], sparse_features=["user"], num_embeddings={"user": 3}),
-                    AppConfig().data)
+        feed_inputs(
+            DatasetMetadata(kind="feed", dense_features=["d"], sparse_features=["user"], num_embeddings={"user": 3}), AppConfig().data
+        )
 
 
 def test_feed_task_scores_every_objective_and_monitors_mean_auc():
-    metadata = DatasetMetadata(kind="feed", dense_features=["d0", "d1", "d2"], sparse_features=["user", "category", "keywords"],
-                               num_embeddings={"user": 20, "category": 6, "keywords": 40, "item": 50},
-                               extra={"sampling": {"negative_keep_rate": 0.5}})
-    config = AppConfig(model=ModelConfig(name="feed", dense_arch=[8], feed=FeedModelConfig(item_dim=4, tower_dims=[4])),
-                       sparse=SparseConfig(embedding_dim=4))
+    metadata = DatasetMetadata(
+        kind="feed",
+        dense_features=["d0", "d1", "d2"],
+        sparse_features=["user", "category", "keywords"],
+        num_embeddings={"user": 20, "category": 6, "keywords": 40, "item": 50},
+        extra={"sampling": {"negative_keep_rate": 0.5}},
+    )
+    config = AppConfig(
+        model=ModelConfig(name="feed", dense_arch=[8], feed=FeedModelConfig(item_dim=4, tower_dims=[4])),
+        sparse=SparseConfig(embedding_dim=4),
+    )
     task = task_for("feed")
     assert (task.data_kind, task.monitor, task.higher_is_better) == ("feed", "auc", True)
     model = task.build_model(config, metadata, "cpu").eval()
@@ -146,8 +157,15 @@ def _history_rows(count: int, seed: int) -> list[dict]:
         history = rng.sample(range(1, 50), 4)
         clicked = rng.random() < 0.5
         item = rng.choice(history) if clicked else rng.choice([i for i in range(1, 50) if i not in history])
-        rows.append({"dense": [0.0, 0.0, 0.0], "pooled": {"user": [0], "category": [0], "keywords": []}, "item": item,
-                     "history": {"click": history}, "labels": [int(clicked), 0, 0, 0, 0]})
+        rows.append(
+            {
+                "dense": [0.0, 0.0, 0.0],
+                "pooled": {"user": [0], "category": [0], "keywords": []},
+                "item": item,
+                "history": {"click": history},
+                "labels": [int(clicked), 0, 0, 0, 0],
+            }
+        )
     return rows
 
 
