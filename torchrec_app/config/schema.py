@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from torchrec_app.config.compression import CompressionSpec, parse_compression
 from torchrec_app.config.data import GeneratorConfig, PreprocessConfig, ReaderConfig
 from torchrec_app.config.errors import check_choice
+from torchrec_app.config.feed import FeedModelConfig
 from torchrec_app.config.sequences import RankingEvalConfig, SequenceGeneratorConfig, SequenceModelConfig, SequencePreprocessConfig
 
 SHARDING_TYPES = (
@@ -129,6 +130,8 @@ class ModelConfig:
     """dcnv3 only: its two cross networks."""
     masknet: MaskNetConfig = field(default_factory=MaskNetConfig)
     """masknet only: its MaskBlocks."""
+    feed: FeedModelConfig = field(default_factory=FeedModelConfig)
+    """feed only (the home-feed ranker): history encoders, multi-task heads, objectives (docs/MODELS.md)."""
 
     def __post_init__(self) -> None:
         check_choice("model", "structure", self.structure, STRUCTURES)
