@@ -7,23 +7,30 @@ import torch
 
 from tests.multiprocess import run_on_ranks
 from torchrec_app.config.errors import ConfigError
-from torchrec_app.models.feed.weighting import DynamicWeightAverage, build_weighting, dwa_weights
+from torchrec_app.config.feed import FeedModelConfig
+from torchrec_app.models.feed.losses import build_weighting as build_from_config
+from torchrec_app.models.feed.weighting import DynamicWeightAverage, dwa_weights
 
-OBJECTIVES = ("click", "watch", "chat")
+OBJECTIVES = ["click", "watch", "chat"]
+
+
+def build_weighting(name: str, names: list[str], loss_weights: dict[str, float] | None = None, **options):
+    """The weighting ``model.feed.weighting=name`` builds, through the model's hook."""
+    return build_from_config(FeedModelConfig(weighting=name, loss_weights=loss_weights or {}, **options), names)
 
 
 def test_static_is_the_weighted_sum_and_has_no_state() -> None:
     weighting = build_weighting("static", OBJECTIVES, {"chat": 3.0, "watch": 0.5})
     losses = torch.tensor([0.6, 0.4, 0.05], requires_grad=True)
-    loss = weighting(losses)
+    loss = weighting(dict(zip(OBJECTIVES, losses)))
     assert float(loss.detach()) == pytest.approx(0.6 + 0.5 * 0.4 + 3.0 * 0.05)
     loss.backward()
     assert losses.grad.tolist() == pytest.approx([1.0, 0.5, 3.0])
     assert list(weighting.parameters()) == [] and weighting.state_dict() == {}
     with pytest.raises(ConfigError, match=r"loss_weights names \['hide'\]"):
         build_weighting("static", OBJECTIVES, {"hide": 2.0})
-    with pytest.raises(ValueError, match="expected 3 losses"):
-        weighting(torch.ones(2))
+    with pytest.raises(ConfigError, match="model.feed.weighting='gradnorm' is not one of"):
+        build_weighting("gradnorm", OBJECTIVES)
 
 
 def test_uncertainty_weights_converge_to_inverse_loss_scales() -> None:
@@ -41,7 +48,7 @@ def test_uncertainty_weights_converge_to_inverse_loss_scales() -> None:
     for _ in range(600):
         losses = ((model(x) - y) ** 2).mean(dim=0)
         optimizer.zero_grad()
-        weighting(losses).backward()
+        weighting(dict(zip(OBJECTIVES, losses))).backward()
         optimizer.step()
     final = ((model(x) - y) ** 2).mean(dim=0).detach()
     assert final.tolist() == pytest.approx(noise_var.tolist(), rel=0.1)
@@ -50,12 +57,14 @@ def test_uncertainty_weights_converge_to_inverse_loss_scales() -> None:
     assert set(weighting.state_dict()) == {"log_variance"}
     with pytest.raises(ConfigError, match="applies to model.feed.weighting=static only"):
         build_weighting("uncertainty", OBJECTIVES, {"chat": 2.0})
+    with pytest.raises(ValueError, match="expected the losses of"):
+        weighting({"click": torch.tensor(1.0)})
 
 
 def test_dwa_weights_follow_the_loss_ratio_formula_and_resume() -> None:
     """Liu et al. eq. 7: lambda_k(t) = T softmax_k(L_k(t-1) / L_k(t-2) / tau), weight 1 for t = 1, 2."""
     period, tau = 3, 2.0
-    weighting = DynamicWeightAverage(OBJECTIVES, period=period, temperature=tau)
+    weighting = build_weighting("dwa", OBJECTIVES, dwa_period=period, dwa_temperature=tau)
     generator = torch.Generator().manual_seed(1)
     period_means, seen = [], []
     for t in range(5):

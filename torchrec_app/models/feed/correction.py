@@ -118,3 +118,29 @@ def corrected_logits(logits: torch.Tensor, any_logit: torch.Tensor, keep_rate: f
 def _check_rate(keep_rate: float) -> None:
     if not 0.0 < keep_rate <= 1.0:
         raise ConfigError(f"negative keep rate must be in (0, 1], got {keep_rate}")
+
+
+def downsampling_correction(objectives: list[str], keep_rate: float):
+    """The evaluator's transform (:class:`~torchrec_app.metrics.multitask.MultiTaskEvaluator`): a batch's
+    ``{head: logits B}`` with each objective's logits replaced by :func:`corrected_logits` and the
+    ``any`` head's by :func:`corrected_any_logit`; other heads pass unchanged.
+
+    >>> transform = downsampling_correction(["chat"], 0.1)
+    >>> out = transform({"chat": torch.logit(torch.tensor([0.2])), ANY_HEAD: torch.logit(torch.tensor([0.5]))})
+    >>> round(float(torch.sigmoid(out["chat"])), 6), round(float(torch.sigmoid(out[ANY_HEAD])), 6)
+    (0.036364, 0.090909)
+    """
+    _check_rate(keep_rate)
+
+    def correct(predictions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if ANY_HEAD not in predictions:
+            raise ConfigError(f"the data kept {keep_rate:g} of all-negative rows, so calibrated probabilities need the "
+                              f"'{ANY_HEAD}' head: set model.feed.any_head=auto or on")  # fmt: skip
+        any_logit = predictions[ANY_HEAD]
+        corrected = dict(predictions)
+        for name in objectives:
+            corrected[name] = corrected_logits(predictions[name], any_logit, keep_rate)
+        corrected[ANY_HEAD] = corrected_any_logit(any_logit, keep_rate)
+        return corrected
+
+    return correct

@@ -1,13 +1,14 @@
 """Objective weighting: how the feed model's ``T`` per-objective losses become the one trained loss.
 
 The backward-pass lever of the home-feed ranker (docs/BENCHMARKS.md, "Home-feed ranker:
-training-time levers"). A weighting is an ``nn.Module`` that maps the vector of
-per-objective losses to a scalar::
+training-time levers"). A weighting is an ``nn.Module`` inside the model (the hook of
+:mod:`torchrec_app.models.feed.losses`, ``model.feed.weighting``) that maps the per-objective
+losses to a scalar::
 
     loss = weighting(losses)          # losses: T (one mean BCE per objective), loss: scalar
 
-* ``static`` (:class:`StaticWeighting`): ``sum_k lambda_k L_k`` with fixed ``lambda_k``
-  (``model.feed.loss_weights``, missing = 1). The baseline; no state.
+* ``static`` (:class:`~torchrec_app.models.feed.losses.StaticWeighting`): ``sum_k lambda_k L_k``
+  with fixed ``lambda_k`` (``model.feed.loss_weights``, missing = 1). The baseline; no state.
 * ``uncertainty`` (:class:`UncertaintyWeighting`, Kendall, Gal & Cipolla, CVPR 2018,
   https://arxiv.org/abs/1705.07115, eq. 10 for classification):
   ``sum_k exp(-s_k) L_k + s_k / 2`` with one learnable log-variance ``s_k = log sigma_k^2``
@@ -28,26 +29,37 @@ Every weighting keeps its state in ``state_dict`` (parameters and persistent buf
 checkpoint resumes it exactly. It is called as a submodule without sharded tables, which
 TorchRec's pipeline tracer treats as a leaf: its forward may branch on values.
 
+This module registers ``uncertainty`` and ``dwa`` in
+:data:`~torchrec_app.models.feed.losses.WEIGHTINGS` when imported (``torchrec_app.models.feed`` does).
+
 Example::
 
-    >>> w = build_weighting("static", ("click", "chat"), {"chat": 4.0})
-    >>> round(float(w(torch.tensor([0.5, 0.1]))), 6)
-    0.9
+    >>> from torchrec_app.models.feed.losses import build_weighting
+    >>> w = build_weighting(FeedModelConfig(weighting="dwa", dwa_period=10), ["click", "chat"])
+    >>> type(w).__name__, w.weights_by_objective()
+    ('DynamicWeightAverage', {'click': 1.0, 'chat': 1.0})
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from torchrec_app.config.errors import ConfigError
+from torchrec_app.config.feed import FeedModelConfig
+from torchrec_app.models.feed.losses import register_weighting
 
 
 class ObjectiveWeighting(nn.Module):
-    """Base class: ``forward(losses: T) -> scalar`` over the objectives in :attr:`objectives` order."""
+    """Base class: ``forward(losses, shared=None) -> scalar`` over the losses named in :attr:`objectives`.
+
+    ``losses`` is the model's ``{name: scalar}`` (:func:`~torchrec_app.models.feed.losses.objective_losses`:
+    the objectives, then ``any`` when the model has that head) or a ``T`` tensor in
+    :attr:`objectives` order; ``shared`` (the heads' common input) is not used by these schemes.
+    """
 
     def __init__(self, objectives: Sequence[str]) -> None:
         super().__init__()
@@ -63,44 +75,16 @@ class ObjectiveWeighting(nn.Module):
         """:meth:`weights` as ``{objective: weight}`` (summary.json, metrics.jsonl)."""
         return {name: float(w) for name, w in zip(self.objectives, self.weights().tolist())}
 
-    def _check(self, losses: torch.Tensor) -> None:
+    def stacked(self, losses: dict[str, torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        """``T``: ``losses`` in :attr:`objectives` order."""
+        if isinstance(losses, dict):
+            if set(losses) != set(self.objectives):
+                raise ValueError(f"{type(self).__name__}: expected the losses of {list(self.objectives)}, got {sorted(losses)}")
+            losses = torch.stack([losses[name] for name in self.objectives])
         if losses.shape != (len(self.objectives),):
             raise ValueError(f"{type(self).__name__}: expected {len(self.objectives)} losses "
                              f"({', '.join(self.objectives)}), got shape {tuple(losses.shape)}")  # fmt: skip
-
-
-class StaticWeighting(ObjectiveWeighting):
-    """``sum_k lambda_k L_k`` with fixed weights (missing objectives weigh 1).
-
-    Args:
-        objectives: the ``T`` objective names, in the order of the losses.
-        loss_weights: ``{objective: lambda}``; keys must be objectives.
-
-    Example::
-
-        >>> w = StaticWeighting(("click", "hide"), {"hide": 0.5})
-        >>> w.weights_by_objective()
-        {'click': 1.0, 'hide': 0.5}
-    """
-
-    def __init__(self, objectives: Sequence[str], loss_weights: dict[str, float] | None = None) -> None:
-        super().__init__(objectives)
-        loss_weights = dict(loss_weights or {})
-        unknown = sorted(set(loss_weights) - set(self.objectives))
-        if unknown:
-            raise ConfigError(f"model.feed.loss_weights names {unknown}, which are not trained objectives; "
-                              f"expected some of {list(self.objectives)}")  # fmt: skip
-        # Configuration, not training state: not persistent, so a checkpoint loads under other static weights.
-        weight = torch.tensor([float(loss_weights.get(name, 1.0)) for name in self.objectives])
-        self.register_buffer("weight", weight, persistent=False)
-
-    def forward(self, losses: torch.Tensor) -> torch.Tensor:
-        """``losses``: ``T`` -> scalar ``sum_k lambda_k L_k``."""
-        self._check(losses)
-        return (self.weight.to(losses.dtype) * losses).sum()
-
-    def weights(self) -> torch.Tensor:
-        return self.weight.detach().clone()
+        return losses
 
 
 class UncertaintyWeighting(ObjectiveWeighting):
@@ -131,9 +115,9 @@ class UncertaintyWeighting(ObjectiveWeighting):
         with torch.no_grad():
             self.log_variance.fill_(self.init_log_variance)
 
-    def forward(self, losses: torch.Tensor) -> torch.Tensor:
+    def forward(self, losses: dict[str, torch.Tensor] | torch.Tensor, shared: torch.Tensor | None = None) -> torch.Tensor:
         """``losses``: ``T`` -> scalar ``sum_k exp(-s_k) L_k + s_k / 2``."""
-        self._check(losses)
+        losses = self.stacked(losses)
         s = self.log_variance.to(losses.dtype)
         return (torch.exp(-s) * losses + 0.5 * s).sum()
 
@@ -189,9 +173,9 @@ class DynamicWeightAverage(ObjectiveWeighting):
         self.previous_losses.zero_()
         self.periods_done.zero_()
 
-    def forward(self, losses: torch.Tensor) -> torch.Tensor:
+    def forward(self, losses: dict[str, torch.Tensor] | torch.Tensor, shared: torch.Tensor | None = None) -> torch.Tensor:
         """``losses``: ``T`` -> scalar ``sum_k lambda_k(t) L_k``; in training mode, also records ``losses``."""
-        self._check(losses)
+        losses = self.stacked(losses)
         loss = (self.weight.to(losses.dtype) * losses).sum()
         if self.training:
             with torch.no_grad():
@@ -229,59 +213,23 @@ def dwa_weights(last: torch.Tensor, before_last: torch.Tensor, temperature: floa
     return len(last) * torch.softmax(ratio / temperature, dim=0)
 
 
-#: ``model.feed.weighting`` value -> builder ``(objectives, loss_weights, **options) -> ObjectiveWeighting``
-WEIGHTINGS: dict[str, Callable[..., ObjectiveWeighting]] = {}
+def _no_static_weights(config: FeedModelConfig) -> None:
+    if any(w != 1.0 for w in config.loss_weights.values()):
+        raise ConfigError(f"model.feed.loss_weights={config.loss_weights} applies to model.feed.weighting=static only; "
+                          f"weighting={config.weighting} learns its weights: remove loss_weights")  # fmt: skip
 
 
-def register_weighting(name: str) -> Callable[[Callable[..., ObjectiveWeighting]], Callable[..., ObjectiveWeighting]]:
-    """Decorator: make ``model.feed.weighting=<name>`` build with the decorated function."""
-
-    def register(builder: Callable[..., ObjectiveWeighting]) -> Callable[..., ObjectiveWeighting]:
-        WEIGHTINGS[name] = builder
-        return builder
-
-    return register
+def build_uncertainty(config: FeedModelConfig, names: list[str]) -> UncertaintyWeighting:
+    """``model.feed.weighting=uncertainty`` over the losses ``names``."""
+    _no_static_weights(config)
+    return UncertaintyWeighting(names)
 
 
-def _no_static_weights(name: str, loss_weights: dict[str, float] | None) -> None:
-    if loss_weights and any(w != 1.0 for w in loss_weights.values()):
-        raise ConfigError(f"model.feed.loss_weights={loss_weights} applies to model.feed.weighting=static only; "
-                          f"weighting={name} learns its weights: remove loss_weights")  # fmt: skip
+def build_dwa(config: FeedModelConfig, names: list[str]) -> DynamicWeightAverage:
+    """``model.feed.weighting=dwa`` over the losses ``names`` (``model.feed.dwa_period``, ``dwa_temperature``)."""
+    _no_static_weights(config)
+    return DynamicWeightAverage(names, period=config.dwa_period, temperature=config.dwa_temperature)
 
 
-@register_weighting("static")
-def _static(objectives: Sequence[str], loss_weights: dict[str, float] | None = None, **_: float) -> ObjectiveWeighting:
-    return StaticWeighting(objectives, loss_weights)
-
-
-@register_weighting("uncertainty")
-def _uncertainty(objectives: Sequence[str], loss_weights: dict[str, float] | None = None, init_log_variance: float = 0.0,
-                 **_: float) -> ObjectiveWeighting:  # fmt: skip
-    _no_static_weights("uncertainty", loss_weights)
-    return UncertaintyWeighting(objectives, init_log_variance)
-
-
-@register_weighting("dwa")
-def _dwa(objectives: Sequence[str], loss_weights: dict[str, float] | None = None, period: int = 50, temperature: float = 2.0,
-         **_: float) -> ObjectiveWeighting:  # fmt: skip
-    _no_static_weights("dwa", loss_weights)
-    return DynamicWeightAverage(objectives, period=int(period), temperature=temperature)
-
-
-def build_weighting(name: str, objectives: Sequence[str], loss_weights: dict[str, float] | None = None,
-                    **options: float) -> ObjectiveWeighting:  # fmt: skip
-    """The weighting ``model.feed.weighting=name`` over ``objectives``.
-
-    ``options`` go to the scheme that takes them (``period``, ``temperature`` for DWA;
-    ``init_log_variance`` for uncertainty) and are ignored by the others.
-
-    >>> type(build_weighting("dwa", ("click", "chat"), period=10)).__name__
-    'DynamicWeightAverage'
-    >>> build_weighting("gradnorm", ("click",))
-    Traceback (most recent call last):
-    ...
-    torchrec_app.config.errors.ConfigError: model.feed.weighting='gradnorm' is not a weighting scheme; expected one of dwa, static, uncertainty
-    """
-    if name not in WEIGHTINGS:
-        raise ConfigError(f"model.feed.weighting={name!r} is not a weighting scheme; expected one of {', '.join(sorted(WEIGHTINGS))}")
-    return WEIGHTINGS[name](objectives, loss_weights, **options)
+register_weighting("uncertainty", build_uncertainty)
+register_weighting("dwa", build_dwa)
