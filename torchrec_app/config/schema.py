@@ -15,6 +15,7 @@ from torchrec_app.config.compression import CompressionSpec, parse_compression
 from torchrec_app.config.data import GeneratorConfig, PreprocessConfig, ReaderConfig
 from torchrec_app.config.errors import check_choice
 from torchrec_app.config.feed import FeedModelConfig
+from torchrec_app.config.feed_data import FeedGeneratorConfig, FeedPreprocessConfig
 from torchrec_app.config.sequences import RankingEvalConfig, SequenceGeneratorConfig, SequenceModelConfig, SequencePreprocessConfig
 
 SHARDING_TYPES = (
@@ -387,3 +388,7 @@ class AppConfig:
     """``preprocess --kind sequences``: interactions -> sequences."""
     generate_sequences: SequenceGeneratorConfig = field(default_factory=SequenceGeneratorConfig)
     """``generate --kind sequences``: planted sequences."""
+    feed_preprocess: FeedPreprocessConfig = field(default_factory=FeedPreprocessConfig)
+    """``preprocess --kind feed``: raw feed impressions -> Parquet, and the train-split sampling levers."""
+    generate_feed: FeedGeneratorConfig = field(default_factory=FeedGeneratorConfig)
+    """``generate --kind feed``: impressions from a planted multi-objective model, with truth.json."""
