@@ -61,7 +61,13 @@ class FeedModelConfig:
     """Static per-objective loss weights, e.g. {"chat": 5.0} (missing: 1.0)."""
     weighting: str = "static"
     """How per-objective losses combine into the trained loss: static (sum of loss_weights x loss);
-    further schemes register themselves in models/feed/losses.py (WEIGHTINGS)."""
+    uncertainty (Kendall et al. 2018: learned log-variances s_k, loss sum exp(-s_k) L_k + s_k / 2);
+    dwa (Liu et al. 2019: weights from each loss's descent rate over periods of dwa_period steps).
+    Schemes register themselves in models/feed/losses.py (WEIGHTINGS); models/feed/weighting.py."""
+    dwa_period: int = 50
+    """weighting=dwa: training steps per period (the paper's epoch) whose mean losses set the next weights."""
+    dwa_temperature: float = 2.0
+    """weighting=dwa: softmax temperature over the loss ratios (larger: closer to equal weights)."""
     any_head: str = "auto"
     """An auxiliary "any positive" head (needed to undo negative downsampling's bias): auto (when the
     dataset's metadata records extra.sampling.negative_keep_rate < 1), on, off."""
@@ -80,6 +86,8 @@ class FeedModelConfig:
         for name in ("attention_dims", "expert_dims", "tower_dims"):
             if not getattr(self, name) or min(getattr(self, name)) <= 0:
                 raise ValueError(f"model.feed.{name} needs at least one positive width, got {getattr(self, name)}")
+        if self.dwa_period <= 0 or self.dwa_temperature <= 0:
+            raise ValueError(f"model.feed.dwa_period and dwa_temperature must be > 0, got {self.dwa_period}, {self.dwa_temperature}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.feed.dropout must be in [0, 1), got {self.dropout}")
         for objective, weight in self.loss_weights.items():

@@ -17,6 +17,7 @@ from typing import Any
 from torchrec_app.config.schema import AppConfig
 from torchrec_app.data.metadata import DatasetMetadata
 from torchrec_app.metrics.multitask import MultiTaskEvaluator
+from torchrec_app.models.feed.correction import downsampling_correction
 from torchrec_app.models.feed.model import FeedModel, build_feed_model, feed_inputs, has_any_head, item_dim_of, trained_objectives
 from torchrec_app.models.sparse import parameters_by_table
 from torchrec_app.models.task import Task
@@ -31,7 +32,12 @@ def build_model(config: AppConfig, metadata: DatasetMetadata, device) -> FeedMod
 
 
 def make_evaluator(config: AppConfig, metadata: DatasetMetadata) -> MultiTaskEvaluator:
-    return MultiTaskEvaluator(trained_objectives(config.model.feed))
+    """Per-objective metrics; on negatively downsampled data, of the corrected probabilities
+    (:func:`~torchrec_app.models.feed.correction.downsampling_correction`)."""
+    objectives = trained_objectives(config.model.feed)
+    rate = feed_inputs(metadata, config.data).negative_keep_rate
+    transform = downsampling_correction(objectives, rate) if rate < 1.0 else None
+    return MultiTaskEvaluator(objectives, transform)
 
 
 def describe(config: AppConfig, metadata: DatasetMetadata) -> dict[str, Any]:
