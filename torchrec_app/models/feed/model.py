@@ -77,8 +77,9 @@ def feed_inputs(metadata, reader) -> FeedInputs:
     """The :class:`FeedInputs` of a ``kind: feed`` dataset (``metadata``: its ``DatasetMetadata``;
     ``reader``: the ``data`` section, whose ``max_ind_range`` caps table rows as the reader caps ids).
 
-    ``sparse_features`` are the pooled features (``item`` may be listed too: it is not pooled);
-    ``num_embeddings["item"]`` (or ``extra.num_items``) is the item table's rows.
+    The pooled features and actions are ``extra.feed.pooled_features`` / ``extra.feed.actions``
+    (``preprocess --kind feed`` writes them; otherwise ``sparse_features`` without ``item``, and every
+    action); ``num_embeddings["item"]`` (or ``extra.num_items``) is the item table's rows.
     """
     sizes = table_sizes(metadata, reader)
     extra = dict(metadata.extra)
@@ -86,8 +87,9 @@ def feed_inputs(metadata, reader) -> FeedInputs:
     if num_items is None:
         raise ConfigError("the feed dataset's metadata.json has neither num_embeddings.item nor extra.num_items (the item "
                           "table's rows); rerun `torchrec-app preprocess --kind feed`")  # fmt: skip
-    pooled = [f for f in metadata.sparse_features if f != CANDIDATE and not f.startswith("hist_")]
-    actions = tuple(extra.get("actions", ACTIONS))
+    layout = extra.get("feed", {})
+    pooled = list(layout.get("pooled_features", [f for f in metadata.sparse_features if f != CANDIDATE]))
+    actions = tuple(layout.get("actions", ACTIONS))
     rate = float(extra.get("sampling", {}).get("negative_keep_rate", 1.0))
     return FeedInputs(num_dense=len(metadata.dense_features), pooled_features=pooled, pooled_rows={f: sizes[f] for f in pooled},
                       num_items=int(num_items), actions=actions, negative_keep_rate=rate, extra=extra)  # fmt: skip
