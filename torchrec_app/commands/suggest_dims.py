@@ -106,7 +106,8 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
     config, metadata = run_model_inputs(checkpoint, args.data)  # the run's own config and dataset
     trained = read_trained_cross(checkpoint, config, metadata, args.layer)
     importance = {r.names[0]: r.normalized for r in rank_features(block_scores(trained.weight, trained.layout))}
-    current = dict(zip(trained.layout.names[1:], trained.layout.widths[1:]))
+    # widths of tables only (the feed model's history blocks are encoder outputs: ranked, not resized)
+    current = {n: w for n, w in zip(trained.layout.names[1:], trained.layout.widths[1:]) if n in trained.table_rows}
     spread = importance_spread(importance)
     num_dense = trained.num_dense or config.sparse.num_dense
     tower_costs: dict[tuple[int, ...], Any] = {}
