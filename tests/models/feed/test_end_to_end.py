@@ -59,3 +59,29 @@ def test_train_explain_suggest_dims_and_retrain(dataset, capsys):
     retrained = json.loads((retrain / "summary.json").read_text())
     rows = json.loads((dataset / "data" / "metadata.json").read_text())["num_embeddings"]["item"]
     assert retrained["item_table_parameters"] == rows * int(dims["item"])
+
+
+@pytest.mark.parametrize("encoder", ["lstm", "none"])
+def test_batches_carry_only_the_history_the_model_reads(dataset, encoder):
+    from dataclasses import replace
+
+    import pyarrow.parquet as pq
+
+    from torchrec_app.config import build_recipe
+    from torchrec_app.data.metadata import load_metadata
+    from torchrec_app.models import task_for
+
+    base = build_recipe("feed_tiny")
+    config = replace(base, model=replace(base.model, feed=replace(base.model.feed, encoder=encoder, max_history=3)))
+    metadata = load_metadata(str(dataset / "data"))
+    task = task_for("feed")
+    columns, make_batch = task.batch_maker(config, metadata, str(dataset / "data"))
+    rows = pq.read_table(dataset / "data" / metadata.files["train"][0].path, columns=columns).slice(0, 30)
+    batch = make_batch(rows, 32)
+    if encoder == "none":  # the no-history baseline sends no history ids at all
+        assert batch.sequences.keys() == ["item"]
+    else:
+        assert batch.sequences.keys() == ["item", *(f"hist_{a}" for a in ACTIONS)]
+        assert int(batch.sequences.lengths().max()) == 3, "histories are cut at the reader to model.feed.max_history"
+    loss, output = task.build_model(config, metadata, "cpu")(batch)
+    assert loss.isfinite() and output.weights.sum() == 30

@@ -14,7 +14,8 @@ Tables: the pooled features' tables come from the ``sparse`` section exactly as 
 (``t_<feature>``, widths ``sparse.dims``, compression ``sparse.compress``); the item table
 ``t_item`` (``num_items`` rows, width ``model.feed.item_dim`` or ``sparse.dims["item"]``) is read
 by the candidate key and every history key (one table, several features), so the planner places
-one table (row-wise when it is large). Both collections are built on ``meta`` and sharded by
+one table (row-wise when it is large). With ``model.feed.encoder=none`` it reads the candidate
+only, and the task's batch maker sends no history ids (the baseline pays for no history lookup). Both collections are built on ``meta`` and sharded by
 :func:`~torchrec_app.distributed.build.build_sharded_model` like every other model.
 
 ``x0``'s blocks (:meth:`FeedTower.cross_input_blocks`) include the candidate and each history
@@ -248,7 +249,8 @@ def build_feed_model(model: ModelConfig, sparse: SparseConfig, inputs: FeedInput
     tables = build_tables(pooled_sparse, inputs.pooled_features, inputs.pooled_rows)
     transform = build_feature_transform(pooled_sparse, inputs.pooled_features, inputs.pooled_rows)
     sparse_arch = SparseArch(EmbeddingBagCollection(tables=tables, device=torch.device(device)), transform)
-    item_table = build_item_table(inputs.num_items, item_dim, inputs.actions, DataType[sparse.data_type.upper()])
+    read_actions = inputs.actions if model.feed.encoder != "none" else ()  # no history: the table reads the candidate only
+    item_table = build_item_table(inputs.num_items, item_dim, read_actions, DataType[sparse.data_type.upper()])
     item_embeddings = EmbeddingCollection(tables=[item_table], device=torch.device(device))
     pooled_blocks = list(zip(sparse_arch.feature_names, sparse_arch.feature_dims))
     tower = FeedTower(model.feed, model.cross, model.dense_arch, inputs.num_dense, pooled_blocks, item_dim, inputs.actions,

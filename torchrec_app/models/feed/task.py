@@ -4,6 +4,9 @@
   :class:`~torchrec_app.data.feed.batch.FeedBatch` from the kind's registered batch maker);
 * model: :func:`~torchrec_app.models.feed.model.build_feed_model` from the ``model`` (``model.feed``,
   ``model.cross``, ``model.dense_arch``) and ``sparse`` sections and the dataset's tables;
+* batches: the dataset kind's :func:`~torchrec_app.data.feed.batches.make_feed_batch`, histories
+  cut at the reader to ``model.feed.max_history`` (fewer ids through the input all-to-all), and
+  without history keys when ``model.feed.encoder=none``;
 * evaluator: :class:`~torchrec_app.metrics.multitask.MultiTaskEvaluator`, per objective
   ``<objective>/auc``, ``/logloss``, ``/calibration``; monitored on ``auc``, the mean over the
   trained objectives (higher is better). The auxiliary ``any`` head is scored but not averaged.
@@ -15,6 +18,8 @@ from dataclasses import replace
 from typing import Any
 
 from torchrec_app.config.schema import AppConfig
+from torchrec_app.data.feed.batch import FeedBatch
+from torchrec_app.data.feed.batches import feed_batch_maker, make_feed_batch
 from torchrec_app.data.metadata import DatasetMetadata
 from torchrec_app.metrics.multitask import MultiTaskEvaluator
 from torchrec_app.models.feed.correction import downsampling_correction
@@ -29,6 +34,23 @@ FEED_MODELS = ("feed",)
 def build_model(config: AppConfig, metadata: DatasetMetadata, device) -> FeedModel:
     """The feed model for this dataset's tables."""
     return build_feed_model(config.model, config.sparse, feed_inputs(metadata, config.data), device)
+
+
+def batch_maker(config: AppConfig, metadata: DatasetMetadata, data_dir: str):
+    """``(columns, make_batch)``: the feed reader's, histories cut to what the model reads."""
+    columns, _ = feed_batch_maker(metadata, config.data)
+    stored = int(metadata.extra.get("feed", {}).get("max_history", 0))
+    feed = config.model.feed
+    keep = min(feed.max_history, stored) if stored else feed.max_history
+    with_history = feed.encoder != "none"
+
+    def make_batch(table, size: int) -> FeedBatch:
+        batch = make_feed_batch(table, size, keep)
+        if not with_history:  # the candidate only: FeedBatch.sequences starts with it
+            batch.sequences = batch.sequences.split([1, len(batch.sequences.keys()) - 1])[0]
+        return batch
+
+    return columns, make_batch
 
 
 def make_evaluator(config: AppConfig, metadata: DatasetMetadata) -> MultiTaskEvaluator:
@@ -64,4 +86,5 @@ FEED_TASK = Task(
     monitor="auc",
     higher_is_better=True,
     describe=describe,
+    batch_maker=batch_maker,
 )
