@@ -113,11 +113,20 @@ class FeedPreprocessConfig:
             value = getattr(self, name)
             _check(0.0 < value <= 1.0, f"feed_preprocess.{name} must be in (0, 1], got {value}")
         _check(self.coreset_score in CORESET_SCORES, f"feed_preprocess.coreset_score={self.coreset_score!r} is not one of proxy, file")
+        mix = self.coreset_uniform_mix
+        _check(0.0 < mix <= 1.0, f"feed_preprocess.coreset_uniform_mix must be in (0, 1], got {mix}")
+
+    def check_scores_file(self) -> None:
+        """Raise ValueError when the core-set reads a scores file that is not named (checked when the run
+        starts, so overrides may set coreset_score and coreset_scores_file in either order).
+
+        >>> FeedPreprocessConfig(coreset_rate=0.5, coreset_score="file").check_scores_file()
+        Traceback (most recent call last):
+        ...
+        ValueError: feed_preprocess.coreset_score=file needs feed_preprocess.coreset_scores_file=PATH
+        """
         _check(self.coreset_score != "file" or self.coreset_rate == 1.0 or bool(self.coreset_scores_file),
                "feed_preprocess.coreset_score=file needs feed_preprocess.coreset_scores_file=PATH")  # fmt: skip
-        _check(
-            0.0 < self.coreset_uniform_mix <= 1.0, f"feed_preprocess.coreset_uniform_mix must be in (0, 1], got {self.coreset_uniform_mix}"
-        )
 
     @property
     def samples(self) -> bool:

@@ -66,6 +66,7 @@ def read_feed_file(path: str, fmt: str = "auto", on_bad_rows: str = "error", max
         table, unparsed, lines = _read_parquet(path), 0, None
     else:
         table, unparsed, lines = _read_jsonl(path, on_bad_rows, max_bad_rows)
+    table = _empty_for_null_lists(table)
     bad, reasons = _bad_rows(table)
     first = int(np.argmax(bad)) if bad.any() else -1
     if first >= 0 and on_bad_rows == "error":
@@ -79,6 +80,16 @@ def read_feed_file(path: str, fmt: str = "auto", on_bad_rows: str = "error", max
     if skipped:
         table = table.filter(pa.array(~bad))
     return FeedRead(table=table, bad_rows=skipped, format=fmt)
+
+
+def _empty_for_null_lists(table: pa.Table) -> pa.Table:
+    """A null list (or a missing list key in JSON) is an empty list."""
+    for name in _LIST_COLUMNS:
+        column = table.column(name)
+        if column.null_count:
+            empty = pa.scalar([], column.type)
+            table = table.set_column(table.schema.get_field_index(name), name, pc.fill_null(column, empty))
+    return table
 
 
 def _read_parquet(path: str) -> pa.Table:
@@ -180,7 +191,7 @@ def _bad_rows(table: pa.Table) -> tuple[np.ndarray, list[str]]:
 
     for name in _ID_COLUMNS:
         column = table.column(name)
-        flag(pc.is_null(column).to_numpy(zero_copy_only=False), f"field {name!r} is null, expected an integer id >= 0")
+        flag(pc.is_null(column).to_numpy(zero_copy_only=False), f"field {name!r} is missing or null, expected an integer id >= 0")
         flag(pc.fill_null(pc.less(column, 0), False).to_numpy(zero_copy_only=False), f"field {name!r}: expected an id >= 0")
     for name in LABEL_COLUMNS:
         column = table.column(name)

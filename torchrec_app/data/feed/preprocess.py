@@ -230,6 +230,7 @@ def preprocess_feed(out_dir: str, files: dict[str, list[str]], config: FeedPrepr
         DataFormatError / ValueError: bad input (file, line or row, field) or settings, before
             anything is written; the previous dataset in ``out_dir`` stays.
     """
+    config.check_scores_file()
     if not files.get("train"):
         raise ValueError("a feed dataset needs --train FILES (and --valid / --test FILES)")
     unknown = sorted(set(files) - set(SPLIT_NAMES))

@@ -151,7 +151,6 @@ def proxy_losses(table: pa.Table, sizes: dict[str, int], seed: int, epochs: int 
     n = table.num_rows
     if n == 0:
         return np.zeros(0)
-    generator = torch.Generator().manual_seed(seed)
     bases, offset = {}, 0
     for name, size in sizes.items():
         bases[name], offset = offset, offset + size
@@ -166,37 +165,56 @@ def proxy_losses(table: pa.Table, sizes: dict[str, int], seed: int, epochs: int 
         else:
             lengths.append(np.ones(n, dtype=np.int64))
             values.append(column.to_numpy().astype(np.int64) + base)
-    # one bag per row holding its ids of every feature (feature-major -> row-major)
-    row_of = np.concatenate([np.repeat(np.arange(n), length) for length in lengths])
-    flat = np.concatenate(values)[np.argsort(row_of, kind="stable")]
+    # one bag per row holding its ids of every feature: feature f's ids of row r go after the row's
+    # ids of features < f (a scatter, no sort)
     row_lengths = np.stack(lengths, axis=1).sum(axis=1)
+    row_starts = np.concatenate([[0], np.cumsum(row_lengths)[:-1]])
+    flat = np.empty(int(row_lengths.sum()), dtype=np.int64)
+    before = np.zeros(n, dtype=np.int64)
+    for length, value in zip(lengths, values):
+        first = np.concatenate([[0], np.cumsum(length)[:-1]])
+        flat[np.repeat(row_starts + before - first, length) + np.arange(len(value))] = value
+        before += length
     offsets = np.concatenate([[0], np.cumsum(row_lengths)])
     dense = torch.from_numpy(np.stack([table.column(c).to_numpy() for c in DENSE_FEATURES], axis=1).astype(np.float32))
     labels = torch.from_numpy(labels_of(table).astype(np.float32))
     rates = labels.mean(dim=0).clamp(1e-4, 1 - 1e-4)
-    bag = torch.nn.EmbeddingBag(offset, len(OBJECTIVES), mode="sum")
-    torch.nn.init.zeros_(bag.weight)
-    linear = torch.nn.Linear(len(DENSE_FEATURES), len(OBJECTIVES))
-    with torch.no_grad():
-        linear.weight.zero_()
-        linear.bias.copy_(torch.log(rates / (1 - rates)))
-    optimizer = torch.optim.Adagrad([*bag.parameters(), *linear.parameters()], lr=0.05)
-    flat_t, offsets_t = torch.from_numpy(flat), torch.from_numpy(offsets)
-
-    def logits_of(rows: torch.Tensor) -> torch.Tensor:
-        starts, ends = offsets_t[rows], offsets_t[rows + 1]
-        index = torch.repeat_interleave(starts - torch.cumsum(torch.nn.functional.pad(ends - starts, (1, 0))[:-1], 0), ends - starts)
-        ids = flat_t[index + torch.arange(int((ends - starts).sum()))]
-        bag_offsets = torch.nn.functional.pad(torch.cumsum(ends - starts, 0)[:-1], (1, 0))
-        return bag(ids, bag_offsets) + linear(dense[rows])
-
+    # the model: logits = sum of the rows' id weights + dense @ W + b; Adagrad with the gradient written
+    # out (sigmoid(logits) - labels, scattered to the ids), which beats autograd's sparse coalesce here
+    weight = torch.zeros(offset, len(OBJECTIVES))
+    dense_weight = torch.zeros(len(DENSE_FEATURES), len(OBJECTIVES))
+    bias = torch.log(rates / (1 - rates))
+    params = [weight, dense_weight, bias]
+    squares = [torch.zeros_like(t) for t in params]
+    lr, eps = 0.05, 1e-10
     loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
+
+    def logits_of(rows: torch.Tensor, ids: torch.Tensor, bag_offsets: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.embedding_bag(ids, weight, bag_offsets, mode="sum") + dense[rows] @ dense_weight + bias
+
+    def batches(order: np.ndarray):
+        """(rows, ids, bag offsets, bag lengths) of consecutive ``batch_size`` rows of ``order``: the bags
+        are laid out in that order once, so every batch is a contiguous slice."""
+        lengths = row_lengths[order]
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        ids = torch.from_numpy(flat[np.repeat(offsets[order] - starts[:-1], lengths) + np.arange(int(starts[-1]))])
+        starts_t, lengths_t = torch.from_numpy(starts), torch.from_numpy(lengths)
+        for lo in range(0, len(order), batch_size):
+            hi = min(lo + batch_size, len(order))
+            yield torch.from_numpy(order[lo:hi]), ids[starts_t[lo] : starts_t[hi]], starts_t[lo:hi] - starts_t[lo], lengths_t[lo:hi]
+
+    rng = np.random.default_rng([seed, 29])
     for _ in range(epochs):
-        for rows in torch.randperm(n, generator=generator).split(batch_size):
-            optimizer.zero_grad()
-            loss_fn(logits_of(rows), labels[rows]).mean().backward()
-            optimizer.step()
-    with torch.no_grad():
-        per_objective = torch.cat([loss_fn(logits_of(rows), labels[rows]) for rows in torch.arange(n).split(65536)])
+        for rows, ids, bag_offsets, lengths in batches(rng.permutation(n)):
+            error = (torch.sigmoid(logits_of(rows, ids, bag_offsets)) - labels[rows]) / len(rows)  # d mean loss / d logits
+            grads = [
+                torch.zeros_like(weight).index_add_(0, ids, error.repeat_interleave(lengths, dim=0)),
+                dense[rows].T @ error,
+                error.sum(dim=0),
+            ]
+            for param, square, grad in zip(params, squares, grads):
+                square.add_(grad * grad)
+                param.sub_(lr * grad / (square.sqrt() + eps))
+    per_objective = torch.cat([loss_fn(logits_of(rows, ids, o), labels[rows]) for rows, ids, o, _ in batches(np.arange(n))])
     normalised = per_objective / per_objective.mean(dim=0).clamp_min(1e-12)
     return normalised.sum(dim=1).double().numpy()
