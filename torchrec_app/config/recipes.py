@@ -355,3 +355,24 @@ def feed_tiny() -> AppConfig:
                                  feed=replace(base.model.feed, item_dim=8, max_history=10, tower_dims=[8])),
                    sparse=SparseConfig(embedding_dim=8),
                    train=TrainConfig(batch_size=64, epochs=1, evals_per_epoch=1, log_every=5, progress_bar=False))  # fmt: skip
+
+
+@recipe
+def bench_feed() -> AppConfig:
+    """The home-feed levers benchmark's baseline (docs/BENCHMARKS.md): the feed model with an LSTM over each
+    history, shared-bottom towers, static loss weights, sized so that 2 CPU processes train it in about a minute."""
+    from torchrec_app.config.feed import FeedModelConfig
+
+    return AppConfig(
+        recipe="bench_feed",
+        model=ModelConfig(
+            name="feed",
+            dense_arch=[32, 16],
+            over_arch=[1],
+            cross=CrossConfig(kind="low_rank", num_layers=2, low_rank=16),
+            feed=FeedModelConfig(encoder="lstm", item_dim=16, max_history=20, tower_dims=[16]),
+        ),
+        sparse=SparseConfig(embedding_dim=8),
+        optim=OptimConfig(sparse="rowwise_adagrad", sparse_lr=0.05, dense="adagrad", dense_lr=0.02, warmup_steps=0),
+        train=TrainConfig(batch_size=256, epochs=2, eval_every=25, log_every=25, early_stop_patience=0, progress_bar=False),
+    )

@@ -75,7 +75,9 @@ def test_dwa_weights_follow_the_loss_ratio_formula_and_resume() -> None:
             weighting = copy
         for losses in steps:
             seen.append(weighting.weights())
-            weighting(losses)
+            losses = losses.clone().requires_grad_()
+            weighting(dict(zip(OBJECTIVES, losses))).backward()  # also at a period's end, which updates the weights
+            assert torch.equal(losses.grad, seen[-1])
         period_means.append(steps.double().mean(dim=0))
     for t in range(5):
         used = seen[t * period : (t + 1) * period]

@@ -176,7 +176,8 @@ class DynamicWeightAverage(ObjectiveWeighting):
     def forward(self, losses: dict[str, torch.Tensor] | torch.Tensor, shared: torch.Tensor | None = None) -> torch.Tensor:
         """``losses``: ``T`` -> scalar ``sum_k lambda_k(t) L_k``; in training mode, also records ``losses``."""
         losses = self.stacked(losses)
-        loss = (self.weight.to(losses.dtype) * losses).sum()
+        # a copy: the period's end updates ``weight`` in place, after this graph was built on it
+        loss = (self.weight.to(losses.dtype, copy=True) * losses).sum()
         if self.training:
             with torch.no_grad():
                 self.period_loss_sum += losses.detach().to(self.period_loss_sum.dtype)
