@@ -41,10 +41,6 @@ def dense_tower_cost(config: AppConfig, num_dense: int, dims: Mapping[str, int])
     >>> wide.params - narrow.params  # the cross kernel 32^2 - 24^2 (+8 bias) and over-arch inputs 16 x 8
     584
     """
-    if config.model.name == "feed":  # the feed ranker's tower reads histories too (imported here: it imports this module)
-        from torchrec_app.tools.explain.feed_cost import feed_tower_cost
-
-        return feed_tower_cost(config, num_dense, dims)
     sparse = replace(config.sparse, dims=dict(dims))
     features = list(dims)
     with torch.device("cpu"):
