@@ -30,7 +30,8 @@ so click, watch and chat share causes (affinity, quality), past hides lower clic
 raise hide, and the history terms are visible only through the history. The intercepts
 ``b_k`` are solved so each objective's mean rate is ``base_rates[k]`` (rare chat, hide,
 report). ``truth.json`` records, per objective and split, the base rate and the **oracle**
-AUC / logloss of the true probabilities (computed by :mod:`torchrec_app.metrics.binary`,
+AUC / logloss of the true probabilities (also under the multi-task evaluator's names,
+``click/auc`` ... and their means ``auc`` / ``logloss``, which a run's summary reports beside its own) (computed by :mod:`torchrec_app.metrics.binary`,
 the trainer's functions), and as a reference (not an oracle) the AUC of the true model
 with its history terms held at their mean: how much a model loses without the history.
 
@@ -309,6 +310,23 @@ def write_raw(table: pa.Table, path: str, fmt: str) -> None:
                 f.write("\n")
 
 
+def _flat_oracle(split: dict, probabilities: dict, labels: dict, rows: np.ndarray) -> dict:
+    """The split's oracle under the multi-task evaluator's metric names (``click/auc``, ..., ``auc`` and
+    ``logloss`` = means over the objectives, ``min_auc``), so a run's summary sets them beside its own."""
+    flat: dict = {}
+    for objective in OBJECTIVES:
+        y = labels[objective][rows]
+        flat[f"{objective}/auc"] = split[objective]["auc"]
+        flat[f"{objective}/logloss"] = split[objective]["logloss"]
+        flat[f"{objective}/calibration"] = float(probabilities[objective][rows].mean() / y.mean()) if len(y) and y.any() else None
+    aucs = [flat[f"{o}/auc"] for o in OBJECTIVES if flat[f"{o}/auc"] is not None and np.isfinite(flat[f"{o}/auc"])]
+    losses = [flat[f"{o}/logloss"] for o in OBJECTIVES if flat[f"{o}/logloss"] is not None]
+    flat["auc"] = float(np.mean(aucs)) if aucs else None
+    flat["min_auc"] = float(np.min(aucs)) if aucs else None
+    flat["logloss"] = float(np.mean(losses)) if losses else None
+    return flat
+
+
 def generate_feed_dataset(out_dir: str, config: FeedGeneratorConfig) -> dict:
     """Write ``train|valid|test.<format>`` and ``truth.json`` into ``out_dir``; return the truth."""
     model = PlantedFeedModel(config)
@@ -338,6 +356,7 @@ def generate_feed_dataset(out_dir: str, config: FeedGeneratorConfig) -> dict:
                 "logloss": log_loss(p, y) if len(y) else None,
                 "auc_without_history_terms": roc_auc(without, y) if len(y) else None,
             }
+        oracle[split].update(_flat_oracle(oracle[split], probabilities, labels, rows))
     truth = {
         "kind": "feed",
         "generator": "torchrec_app.data.feed.generate",
