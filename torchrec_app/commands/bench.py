@@ -31,13 +31,16 @@ from typing import Any
 
 from torchrec_app.config import AppConfig, ConfigError, resolve_config
 from torchrec_app.tools.bench.cases import SUITES, BenchCase, parse_case
+from torchrec_app.tools.bench.levers import LEVER_SUITES
 
 #: The shared flags this command uses (see torchrec_app.cli).
 COMMON_FLAGS = ('recipe', 'data', 'out')
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``torchrec-app bench``."""
-    parser.add_argument("--suite", choices=sorted(SUITES), help="a named list of cases (torchrec_app.tools.bench.cases.SUITES)")
+    parser.add_argument("--suite", choices=sorted([*SUITES, *LEVER_SUITES]),
+                        help="a named list of cases (torchrec_app.tools.bench.cases.SUITES), or a levers suite measured as "
+                             "time to target (torchrec_app.tools.bench.levers.LEVER_SUITES: feed)")  # fmt: skip
     parser.add_argument("--case", action="append", default=[], metavar="'NAME=RECIPE@NPROC [k=v ...]'",
                         help="a case to run (repeatable; added after --suite's). Default: --recipe on --nproc")  # fmt: skip
     parser.add_argument("--nproc", type=int, default=1, help="processes for the default case (--recipe)")
@@ -55,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-cadence", action="store_true",
                         help="keep each recipe's validation cadence and early stopping (time to quality; --steps is then "
                              "the most steps); default with a suite that asks for it (--suite ttq)")  # fmt: skip
+
+    parser.add_argument("--target-tolerance", type=float, default=0.002,
+                        help="levers suites: an objective reaches its target when its AUC is within this of it")  # fmt: skip
 
 
 def bench_cases(args: argparse.Namespace) -> list[BenchCase]:
@@ -133,6 +139,10 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
     from torchrec_app.tools.bench.plots import plot_auc_vs_samples, plot_samples_per_second
     from torchrec_app.tools.bench.report import markdown_report, summarize_case
 
+    if args.suite in LEVER_SUITES:  # time to target per lever, its own runs and report
+        from torchrec_app.tools.bench.levers import run_lever_suite
+
+        return run_lever_suite(args, config)
     if args.repeats < 1 or args.steps < 1 or args.evals < 0:
         raise ConfigError("bench needs --repeats >= 1, --steps >= 1 and --evals >= 0")
     suite = SUITES[args.suite] if args.suite else None

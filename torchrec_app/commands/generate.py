@@ -2,6 +2,7 @@
 
     torchrec-app generate --rows 1000000 --out data/generated/raw               # Criteo-format TSV, click model
     torchrec-app generate --kind sequences --out data/generated/seq_raw        # MovieLens-1M-format item sequences
+    torchrec-app generate --kind feed --rows 200000 --out data/generated/feed_raw  # feed impressions (Parquet or JSON Lines)
 """
 
 from __future__ import annotations
@@ -21,15 +22,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, default=None, help="total rows, split 8:1:1 (default: generate.rows)")
     parser.add_argument("--seed", type=int, default=None, help="seed (default: generate.seed)")
     parser.add_argument("--multi-hot", action="store_true", help="several ids per sparse field (generate.multi_hot)")
-    parser.add_argument("--kind", choices=("criteo", "sequences"), default="criteo",
+    parser.add_argument("--kind", choices=("criteo", "sequences", "feed"), default="criteo",
                         help="criteo: click-model TSV (the generate section); sequences: item sequences in MovieLens-1M "
-                             "format (the generate_sequences section)")
+                             "format (the generate_sequences section); feed: home-feed impressions with histories and "
+                             "five objectives (the generate_feed section)")
 
 
 def run(args: argparse.Namespace, config: AppConfig) -> int:
     """Entry point of ``torchrec-app generate``."""
     if args.kind == "sequences":
         return _run_sequences(args, config)
+    if args.kind == "feed":
+        return _run_feed(args, config)
     from torchrec_app.data.generate import generate_dataset
 
     gen = config.generate
@@ -62,4 +66,24 @@ def _run_sequences(args: argparse.Namespace, config: AppConfig) -> int:
         print(f"  {split} (leave-one-out): oracle ndcg@10 {metrics['ndcg@10']:.4f}, recall@10 {metrics['recall@10']:.4f}; "
               f"popularity ndcg@10 {pop['ndcg@10']:.4f}")
     print(f"  next: torchrec-app preprocess --kind sequences --recipe sasrec --input {os.path.join(out, 'ratings.dat')} --out DIR")
+    return 0
+
+
+def _run_feed(args: argparse.Namespace, config: AppConfig) -> int:
+    from torchrec_app.data.feed.generate import generate_feed_dataset
+
+    gen = config.generate_feed
+    gen = replace(gen, rows=gen.rows if args.rows is None else args.rows, seed=gen.seed if args.seed is None else args.seed)
+    out = args.out or os.path.join("data", "generated", "feed_raw")
+    start = time.perf_counter()
+    truth = generate_feed_dataset(out, gen)
+    seconds = time.perf_counter() - start
+    print(f"wrote {gen.rows} impressions ({truth['model']['users']} users, {truth['model']['sessions']} sessions) to {out} "
+          f"({', '.join(truth['files'].values())}, truth.json) in {seconds:.1f}s")
+    for split, stats in truth["oracle"].items():
+        if stats["rows"]:
+            per_objective = ", ".join(f"{o} {stats[o]['rate']:.3f}/{stats[o]['auc']:.3f}" for o in truth["objectives"])
+            print(f"  {split}: {stats['rows']} rows; rate/oracle auc: {per_objective}")
+    files = {split: os.path.join(out, name) for split, name in truth["files"].items()}
+    print(f"  next: torchrec-app preprocess --kind feed --train {files['train']} --valid {files['valid']} --test {files['test']} --out DIR")
     return 0

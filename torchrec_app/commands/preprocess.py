@@ -9,6 +9,9 @@
     torchrec-app preprocess --kind sequences --input ml-1m/ratings.dat --out DIR [--items ml-1m/movies.dat]
     torchrec-app preprocess --kind user_items --input SEQUENCES_DIR --out DIR user_items.protocol=general|sequential
 
+    torchrec-app preprocess --kind feed --train train.parquet --valid valid.parquet --test test.parquet --out DIR \
+        [feed_preprocess.negative_keep_rate=0.2] [feed_preprocess.coreset_rate=0.3] ...
+
 How the conversion works: :mod:`torchrec_app.data.preprocess` (Criteo) and
 :mod:`torchrec_app.data.sequences.preprocess` (interactions -> per-user sequences, ``docs/SEQUENTIAL.md``).
 """
@@ -36,11 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", nargs="+", metavar="FILE", help="files split by --split")
     parser.add_argument("--split", choices=("kaggle_days", "criteo_1tb_days", "random", "leave_one_out", "time_cut"),
                         help="split policy for --input (sequences: leave_one_out or time_cut, default sequence_preprocess.split)")
-    parser.add_argument("--kind", choices=("criteo", "sequences", "user_items"), default="criteo",
+    parser.add_argument("--kind", choices=("criteo", "sequences", "user_items", "feed"), default="criteo",
                         help="criteo: Criteo TSV/CSV; sequences: MovieLens ratings (u.data, ratings.dat, ratings.csv) or "
                              "user,item,timestamp[,rating] CSV/Parquet -> per-user sequences (the sequence_preprocess section); "
                              "user_items: --input SEQUENCES_DIR -> the user-item layout of EASE / Multi-VAE (the user_items "
-                             "section: protocol general or sequential, docs/GENERAL.md)")
+                             "section: protocol general or sequential, docs/GENERAL.md); "
+                             "feed: feed impressions, Parquet with list columns or JSON Lines (the feed_preprocess section)")
     parser.add_argument("--items", default=None, metavar="FILE",
                         help="sequences: the movies file (default: u.item / movies.dat / movies.csv beside the ratings)")
     parser.add_argument("--score", nargs="+", metavar="FILE",
@@ -75,6 +79,9 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
         return _run_sequences(args, config)
     if args.kind == "user_items":
         return _run_user_items(args, config)
+
+    if args.kind == "feed":
+        return _run_feed(args, config)
     pre = config.preprocess
     pre = replace(
         pre,
@@ -134,4 +141,29 @@ def _run_user_items(args: argparse.Namespace, config: AppConfig) -> int:
     extra = meta.extra
     print(f"wrote {args.out}: protocol {extra['protocol']}, {extra['num_items']} items; rows {meta.split_rows}; "
           f"{extra['train_interactions']} train interactions, {extra['valid_targets']} valid / {extra['test_targets']} test targets")
+
+def _run_feed(args: argparse.Namespace, config: AppConfig) -> int:
+    from torchrec_app.data.feed.preprocess import preprocess_feed
+
+    pre = config.feed_preprocess
+    try:
+        if not args.out:
+            raise ValueError("--out DIR is required")
+        if args.input or args.split or args.score:
+            raise ValueError("--kind feed reads --train FILES [--valid FILES] [--test FILES] (raw Parquet or JSON Lines)")
+        pre = replace(pre, on_bad_rows=args.on_bad_rows or pre.on_bad_rows,
+                      max_bad_rows=pre.max_bad_rows if args.max_bad_rows is None else args.max_bad_rows)
+        files = {split: getattr(args, split) for split in ("train", "valid", "test") if getattr(args, split)}
+        meta = preprocess_feed(args.out, files, pre)
+    except (DataFormatError, ValueError, OSError) as err:
+        print(f"torchrec-app preprocess: error: {err}", file=sys.stderr)
+        return 1
+    sampling = meta.extra["sampling"]
+    tables = ", ".join(f"{name} {rows}" for name, rows in meta.extra["feed"]["tables"].items())
+    print(f"wrote {args.out}: rows {meta.split_rows}; tables {tables}")
+    if sampling["rows"] != sampling["rows_before"]:
+        print(f"  train sampled: {sampling['rows_before']} -> {sampling['rows']} rows (after each lever: {sampling['rows_after']}); "
+              f"negative_keep_rate {sampling['negative_keep_rate']}")
+    if meta.bad_rows_skipped:
+        print(f"  skipped {meta.bad_rows_skipped} bad row(s)")
     return 0

@@ -97,6 +97,7 @@ def budget_of(args: argparse.Namespace, flops_now: float) -> tuple[str, float]:
 def run(args: argparse.Namespace, config: AppConfig) -> int:
     from torchrec_app.tools.explain.blocks import block_scores, rank_features
     from torchrec_app.tools.explain.cost import dense_tower_cost, table_params
+    from torchrec_app.tools.explain.feed_cost import feed_tower_cost
     from torchrec_app.tools.explain.report import output_dir
     from torchrec_app.tools.explain.suggest_dims import DISCRIMINATING_RATIO, importance_spread, suggest_dims
     from torchrec_app.tools.explain.trained_model import find_checkpoint, read_trained_cross, run_model_inputs
@@ -106,15 +107,17 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
     config, metadata = run_model_inputs(checkpoint, args.data)  # the run's own config and dataset
     trained = read_trained_cross(checkpoint, config, metadata, args.layer)
     importance = {r.names[0]: r.normalized for r in rank_features(block_scores(trained.weight, trained.layout))}
-    current = dict(zip(trained.layout.names[1:], trained.layout.widths[1:]))
+    # widths of tables only (the feed model's history blocks are encoder outputs: ranked, not resized)
+    current = {n: w for n, w in zip(trained.layout.names[1:], trained.layout.widths[1:]) if n in trained.table_rows}
     spread = importance_spread(importance)
     num_dense = trained.num_dense or config.sparse.num_dense
     tower_costs: dict[tuple[int, ...], Any] = {}
+    tower_cost = feed_tower_cost if config.model.name == "feed" else dense_tower_cost  # the feed tower also reads histories
 
     def tower(dims: dict[str, int]):
         key = tuple(dims.values())
         if key not in tower_costs:
-            tower_costs[key] = dense_tower_cost(config, num_dense, dims)
+            tower_costs[key] = tower_cost(config, num_dense, dims)
         return tower_costs[key]
 
     before = tower(current)

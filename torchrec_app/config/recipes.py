@@ -11,6 +11,7 @@ from typing import Callable
 
 from torchrec_app.config.data import ReaderConfig
 from torchrec_app.config.errors import ConfigError
+from torchrec_app.config.feed import FeedModelConfig
 from torchrec_app.config.general import EaseConfig, MultiVaeConfig
 from torchrec_app.config.schema import (
     AppConfig,
@@ -353,4 +354,55 @@ def multivae() -> AppConfig:
         optim=OptimConfig(sparse="adagrad", sparse_lr=0.05, dense="adam", dense_lr=1e-3),
         train=TrainConfig(batch_size=128, epochs=100, evals_per_epoch=1, early_stop_patience=10, log_every=20),
         sequence_preprocess=SequencePreprocessConfig(min_item_interactions=1, max_len=50),
+    )
+
+
+@recipe
+def feed() -> AppConfig:
+    """The home-feed ranker on ``generate --kind feed`` data, 2 CPU processes: an LSTM per action history
+    over the shared item table (dim 32, the newest 50 items), DCNv2 (low-rank cross) as the shared bottom,
+    one tower per objective, static loss weights; the item and keyword tables row-wise; validation twice
+    an epoch, early stopping on the mean validation AUC (docs/MODELS.md, "Home-feed ranker")."""
+    return AppConfig(
+        recipe="feed",
+        model=ModelConfig(name="feed", dense_arch=[32, 16], over_arch=[1],
+                          cross=CrossConfig(kind="low_rank", num_layers=2, low_rank=64),
+                          feed=FeedModelConfig(encoder="lstm", item_dim=32, max_history=50, multitask="shared_bottom",
+                                               tower_dims=[32])),
+        sparse=SparseConfig(embedding_dim=16, dims={"keywords": 32}),
+        sharding=ShardingConfig(per_table={"t_item": "row_wise", "t_keywords": "row_wise|table_row_wise"}),
+        optim=OptimConfig(sparse="rowwise_adagrad", sparse_lr=0.05, dense="adam", dense_lr=2e-3),
+        train=TrainConfig(batch_size=512, epochs=4, evals_per_epoch=2, early_stop_patience=3, log_every=20),
+    )  # fmt: skip
+
+
+@recipe
+def feed_tiny() -> AppConfig:
+    """Seconds-long feed-ranker runs for tests: small tables, short histories, one epoch."""
+    base = feed()
+    return replace(base, recipe="feed_tiny",
+                   model=replace(base.model, dense_arch=[8], cross=CrossConfig(kind="low_rank", num_layers=1, low_rank=8),
+                                 feed=replace(base.model.feed, item_dim=8, max_history=10, tower_dims=[8])),
+                   sparse=SparseConfig(embedding_dim=8),
+                   train=TrainConfig(batch_size=64, epochs=1, evals_per_epoch=1, log_every=5, progress_bar=False))  # fmt: skip
+
+
+@recipe
+def bench_feed() -> AppConfig:
+    """The home-feed levers benchmark's baseline (docs/BENCHMARKS.md): the feed model with an LSTM over each
+    history, shared-bottom towers, static loss weights, sized so that 2 CPU processes train it in about a minute."""
+    from torchrec_app.config.feed import FeedModelConfig
+
+    return AppConfig(
+        recipe="bench_feed",
+        model=ModelConfig(
+            name="feed",
+            dense_arch=[32, 16],
+            over_arch=[1],
+            cross=CrossConfig(kind="low_rank", num_layers=2, low_rank=16),
+            feed=FeedModelConfig(encoder="lstm", item_dim=16, max_history=20, tower_dims=[16]),
+        ),
+        sparse=SparseConfig(embedding_dim=8),
+        optim=OptimConfig(sparse="rowwise_adagrad", sparse_lr=0.05, dense="adagrad", dense_lr=0.02, warmup_steps=0),
+        train=TrainConfig(batch_size=256, epochs=2, eval_every=25, log_every=25, early_stop_patience=0, progress_bar=False),
     )

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from torchrec_app.config.compression import CompressionSpec, parse_compression
 from torchrec_app.config.data import GeneratorConfig, PreprocessConfig, ReaderConfig
 from torchrec_app.config.errors import check_choice
+from torchrec_app.config.feed import FeedModelConfig
+from torchrec_app.config.feed_data import FeedGeneratorConfig, FeedPreprocessConfig
 from torchrec_app.config.general import EaseConfig, FusionConfig, MultiVaeConfig, UserItemsConfig
 from torchrec_app.config.sequences import RankingEvalConfig, SequenceGeneratorConfig, SequenceModelConfig, SequencePreprocessConfig
 
@@ -134,6 +136,9 @@ class ModelConfig:
     """CTR towers: torch.compile (CPU/GPU inductor) every dense part of the tower (dense arch,
     interaction, over arch; not the tables). Off by default: measured in docs/BENCHMARKS.md.
     Fails at start-up with one clear error if inductor cannot compile here (no C++ compiler)."""
+
+    feed: FeedModelConfig = field(default_factory=FeedModelConfig)
+    """feed only (the home-feed ranker): history encoders, multi-task heads, objectives (docs/MODELS.md)."""
 
     def __post_init__(self) -> None:
         check_choice("model", "structure", self.structure, STRUCTURES)
@@ -366,10 +371,18 @@ class BenchConfig:
     step-time split by category to step_profile.json in the run directory (0: off)."""
     stop_at_auc: float = 0.0
     """Stop training once a validation AUC reaches this (MLPerf style; 0: off)."""
+    target_aucs: dict[str, float] = field(default_factory=dict)
+    """Per-objective targets, e.g. {"click": 0.74, "chat": 0.81}: stop at the first validation where every
+    objective's AUC (<objective>/auc) is within target_tolerance of its target ({}: off)."""
+    target_tolerance: float = 0.002
+    """How far below its target_aucs entry an objective's validation AUC may be and count as reached."""
 
     def __post_init__(self) -> None:
         if self.profile_steps < 0 or not 0.0 <= self.stop_at_auc < 1.0:
             raise ValueError("bench.profile_steps must be >= 0 and bench.stop_at_auc in [0, 1)")
+        if not 0.0 <= self.target_tolerance < 1.0 or any(not 0.0 < v <= 1.0 for v in self.target_aucs.values()):
+            raise ValueError(f"bench.target_aucs values must be in (0, 1] and bench.target_tolerance in [0, 1), "
+                             f"got {self.target_aucs}, {self.target_tolerance}")  # fmt: skip
 
 
 @dataclass(kw_only=True, slots=True)
@@ -404,3 +417,8 @@ class AppConfig:
     """Multi-VAE (model.name=multivae)."""
     fusion: FusionConfig = field(default_factory=FusionConfig)
     """``rerank`` / ``ensemble``: combining several ranking runs."""
+
+    feed_preprocess: FeedPreprocessConfig = field(default_factory=FeedPreprocessConfig)
+    """``preprocess --kind feed``: raw feed impressions -> Parquet, and the train-split sampling levers."""
+    generate_feed: FeedGeneratorConfig = field(default_factory=FeedGeneratorConfig)
+    """``generate --kind feed``: impressions from a planted multi-objective model, with truth.json."""

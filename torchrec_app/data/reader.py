@@ -52,6 +52,7 @@ import pyarrow.parquet as pq
 
 from torchrec_app.config.data import ReaderConfig
 from torchrec_app.data.batch import criteo_batch_maker
+from torchrec_app.data.feed.batches import feed_batch_maker
 from torchrec_app.data.metadata import DatasetMetadata, load_metadata
 from torchrec_app.data.sequences.batches import sequences_batch_maker
 
@@ -61,6 +62,7 @@ BatchMaker = Callable[[pa.Table | None, int], Any]
 BATCH_MAKERS: dict[str, Callable[[DatasetMetadata, ReaderConfig], tuple[list[str], BatchMaker]]] = {
     "criteo": criteo_batch_maker,
     "sequences": sequences_batch_maker,
+    "feed": feed_batch_maker,
 }
 
 

@@ -5,22 +5,23 @@
   throughput ceiling a pipelined reader can at best reach.
 * :class:`ProfileSteps` (``bench.profile_steps``): the step-time split of a few steps
   (:mod:`~torchrec_app.tools.bench.step_profile`), every rank's in ``step_profile.json``.
-* :class:`StopAtAUC` (``bench.stop_at_auc``): stop once a validation AUC reaches the
-  target; the summary gets the first validation that did and the time to quality:
-  ``time_to_auc_s`` (wall-clock seconds from the first training step to the end of that
-  validation: training *and* the validations before it, so a cadence that validates more
-  often pays for it), ``samples_to_auc`` (global samples trained on) and ``steps_to_auc``.
+* :class:`StopAtAUC` (``bench.stop_at_auc``, or per objective ``bench.target_aucs`` within
+  ``bench.target_tolerance``): stop once a validation reaches the target(s); the summary gets
+  the first validation that did (time and samples to target;
+  :mod:`~torchrec_app.tools.bench.time_to_target`); ``time_to_auc_s`` (wall-clock seconds from the first training step to the end of
+  that validation, the validations before it included), ``samples_to_auc`` and ``steps_to_auc``.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch.distributed as dist
 
 from torchrec_app.config.schema import BenchConfig
 from torchrec_app.tools.bench.step_profile import StepProfiler
+from torchrec_app.tools.bench.time_to_target import shortfalls, targets_met
 from torchrec_app.training.callbacks import Callback
 
 
@@ -56,8 +57,13 @@ class ProfileSteps(Callback):
 
 
 class StopAtAUC(Callback):
-    def __init__(self, target: float) -> None:
-        self.target = target
+    """Stop at the first validation whose AUCs meet ``targets`` (``{objective: auc}``; ``"auc"``: the
+    evaluator's headline AUC), each within ``tolerance``; record it (with the wall clock since the
+    loop started, validation included) in ``summary.json``'s ``target_reached``."""
+
+    def __init__(self, targets: float | Mapping[str, float], tolerance: float = 0.0) -> None:
+        self.targets = {"auc": float(targets)} if isinstance(targets, (int, float)) else dict(targets)
+        self.tolerance = tolerance
         self.reached: dict[str, Any] | None = None
         self.started = time.perf_counter()
 
@@ -65,12 +71,22 @@ class StopAtAUC(Callback):
         self.started = time.perf_counter()  # after set-up and any resume: the clock of time to quality
 
     def on_validation(self, trainer, metrics: dict[str, float]) -> None:
-        if self.reached is None and metrics.get("auc", 0.0) >= self.target:
+        if self.reached is None and targets_met(metrics, self.targets, self.tolerance):
             self.reached = {**metrics, "wall_seconds": time.perf_counter() - self.started}
-            trainer.request_stop(f"validation AUC reached {self.target}")
+            trainer.request_stop(f"validation AUC reached {self._describe()}")
+
+    def _describe(self) -> str:
+        within = f" (within {self.tolerance:g})" if self.tolerance else ""
+        return ", ".join(f"{k} {v:.4f}" for k, v in self.targets.items()) + within
 
     def on_train_end(self, trainer, summary: dict[str, Any]) -> None:
-        summary["target_auc"] = self.target
+        if list(self.targets) == ["auc"] and not self.tolerance:
+            summary["target_auc"] = self.targets["auc"]
+        else:
+            summary["target_aucs"] = self.targets
+            summary["target_tolerance"] = self.tolerance
+            last = trainer.validator.history[-1] if trainer.validator.history else {}
+            summary["target_shortfalls"] = shortfalls(last, self.targets, "valid_")
         summary["target_reached"] = self.reached
         reached = self.reached or {}
         summary["time_to_auc_s"] = reached.get("wall_seconds")
@@ -87,4 +103,6 @@ def bench_callbacks(config: BenchConfig) -> list[Callback]:
         callbacks.append(ProfileSteps(config.profile_steps))
     if config.stop_at_auc:
         callbacks.append(StopAtAUC(config.stop_at_auc))
+    if config.target_aucs:
+        callbacks.append(StopAtAUC(config.target_aucs, config.target_tolerance))
     return callbacks
