@@ -22,7 +22,8 @@ validator, checkpointer and bench know nothing else about a model, so a new fami
   sequence length, the loss's candidate keys, side information); by default the reader
   uses the dataset kind's registered batch maker. ``task.initialize(model, config,
   metadata)`` fills the sharded model's weights before training (e.g. from a pretrained
-  model); resuming a checkpoint overrides it.
+  model); resuming a checkpoint overrides it. ``task.planning_metadata(config)`` describes a
+  dataset from the recipe alone, for ``torchrec-app plan`` without ``--data``.
 * Optional: an evaluator with ``save_details(path)`` writes per-row / per-user results;
   the validator calls it for the best validation and the final test evaluation
   (``<run>/details/<split>.parquet``).
@@ -92,6 +93,9 @@ class Task:
     """Optional ``(config, metadata, data_dir) -> (columns, make_batch)``; None: the dataset kind's reader."""
     initialize: Callable[..., None] | None = None
     """Optional ``(sharded model, config, metadata) -> None``, run once after sharding, before any resume."""
+    planning_metadata: Callable[..., Any] | None = None
+    """Optional ``(config) -> DatasetMetadata``: the family's dataset description from the recipe alone
+    (``torchrec-app plan`` without ``--data``); None: a Criteo-kind one from ``sparse.num_embeddings``."""
 
     def improved(self, value: float, best: float | None, min_delta: float = 0.0) -> bool:
         """Whether ``value`` of the monitored metric beats ``best`` by more than ``min_delta``.

@@ -85,3 +85,11 @@ def test_batches_carry_only_the_history_the_model_reads(dataset, encoder):
         assert int(batch.sequences.lengths().max()) == 3, "histories are cut at the reader to model.feed.max_history"
     loss, output = task.build_model(config, metadata, "cpu")(batch)
     assert loss.isfinite() and output.weights.sum() == 30
+
+
+def test_plan_without_data_places_the_marketplace_tables(capsys):
+    assert cli_main(["plan", "--recipe", "feed_marketplace", "--world-size", "4", "--no-stats"]) == 0
+    tables = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("t_")}
+    assert tables["t_keywords"][1:4] == ["1,200,000", "x", "32"] and "row_wise" in tables["t_item"]
+    assert cli_main(["plan", "--recipe", "feed", "--world-size", "2"]) == 2
+    assert "sparse.num_embeddings" in capsys.readouterr().err
