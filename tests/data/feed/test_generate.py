@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from tests.data.feed.conftest import generate
 from torchrec_app.data.feed.batch import ACTIONS, OBJECTIVES
@@ -43,7 +44,13 @@ def test_base_rates_and_oracle_in_truth(feed_raw):
         sigma = np.sqrt(targets[objective] * (1 - targets[objective]) / len(labels))
         assert abs(labels.mean() - targets[objective]) < 5 * sigma + 1e-3, objective
         oracle = truth["oracle"]["train"][objective]
-        assert oracle["rate"] == labels.mean() and 0.6 < oracle["auc"] < 1.0 and oracle["logloss"] > 0
+        assert oracle["rate"] == labels.mean() and 0.5 < oracle["auc"] < 1.0 and oracle["logloss"] > 0
+        if labels.sum() >= 50:  # a handful of report positives makes any AUC noisy
+            assert oracle["auc"] > 0.65, objective
+    valid = truth["oracle"]["valid"]  # the multi-task evaluator's names, for the run summary's oracle gap
+    scored = [valid[f"{o}/auc"] for o in OBJECTIVES if valid[f"{o}/auc"] is not None]  # None: no positive in the split
+    assert valid["auc"] == pytest.approx(np.mean(scored)) and valid["min_auc"] == min(scored)
+    assert valid["click/auc"] == valid["click"]["auc"] and valid["logloss"] > 0 and 0.5 < valid["click/calibration"] < 2
     # the history carries signal: holding its terms at their mean loses AUC where it matters
     for objective in ("click", "watch", "chat", "hide"):
         oracle = truth["oracle"]["train"][objective]

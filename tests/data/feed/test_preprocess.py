@@ -3,6 +3,7 @@ history cuts, dense transform, metadata, and the atomic swap of the Criteo path.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -11,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from tests.data.feed.conftest import preprocess, split_table
+from torchrec_app.cli import main as cli_main
 from torchrec_app.data.feed.batch import ITEM_TABLE
 from torchrec_app.data.feed.formats import read_feed_file
 from torchrec_app.data.feed.schema import DENSE_FEATURES, HISTORY_FEATURES, POOLED_FEATURES, SEQUENCE_FEATURES, VOCABULARY_OF
@@ -90,3 +92,16 @@ def test_a_failed_rerun_keeps_the_dataset_and_a_good_one_replaces_it(feed_raw, t
     meta = load_metadata(str(out))
     assert meta.extra["sampling"]["negative_keep_rate"] == 0.5 and not (out / old_build).exists()
     assert sorted(p for p in os.listdir(out) if p.startswith("build-")) == [meta.files["train"][0].path.split("/")[0]]
+
+
+def test_skipped_bad_rows_are_counted_in_the_metadata(feed_raw, tmp_path):
+    rows = read_feed_file(str(feed_raw / "train.parquet")).table.slice(0, 40).to_pylist()
+    rows[7]["label_watch"] = 3
+    lines = [json.dumps(r) for r in rows]
+    lines[20] = '{"user": '
+    (tmp_path / "train.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    files = ["--train", str(tmp_path / "train.jsonl.gz"), "--out", str(tmp_path / "out")]
+    assert cli_main(["preprocess", "--kind", "feed", *files]) == 1
+    assert cli_main(["preprocess", "--kind", "feed", *files, "--on-bad-rows", "skip"]) == 0
+    meta = load_metadata(str(tmp_path / "out"))
+    assert meta.bad_rows_skipped == 2 and meta.split_rows == {"train": 38} and meta.sources[0]["bad_rows"] == 2

@@ -24,13 +24,14 @@ length)::
     watch  = b_watch  + s (0.8 a - 1.5 h) + 0.5 q + 0.4 sin(2 pi hour / 24)
     chat   = b_chat   + s (1.0 a)         + 0.3 q + 0.5 z(log price) + surface effect
     hide   = b_hide   + s (-0.7 a + 2.0 h) - 0.5 q
-    report = b_report + s (0.5 h)         - 0.6 q + 2.5 scam
+    report = b_report + s (0.5 h)         - 0.6 q + 3.0 scam
 
 so click, watch and chat share causes (affinity, quality), past hides lower click and
 raise hide, and the history terms are visible only through the history. The intercepts
 ``b_k`` are solved so each objective's mean rate is ``base_rates[k]`` (rare chat, hide,
 report). ``truth.json`` records, per objective and split, the base rate and the **oracle**
-AUC / logloss of the true probabilities (computed by :mod:`torchrec_app.metrics.binary`,
+AUC / logloss of the true probabilities (also under the multi-task evaluator's names,
+``click/auc`` ... and their means ``auc`` / ``logloss``, which a run's summary reports beside its own) (computed by :mod:`torchrec_app.metrics.binary`,
 the trainer's functions), and as a reference (not an oracle) the AUC of the true model
 with its history terms held at their mean: how much a model loses without the history.
 
@@ -106,6 +107,14 @@ class PlantedFeedModel:
         counts = rng.integers(1, 5, size=n)
         self.keyword_offsets = np.concatenate([[0], np.cumsum(counts)])
         keywords = rng.choice(c.keywords, size=int(counts.sum()), p=keyword_popularity)
+        owner = np.repeat(np.arange(n), counts)
+        for _ in range(20):  # an item's keywords are distinct: redraw repeats (the popular ones collide)
+            order = np.lexsort((keywords, owner))
+            repeat = np.zeros(len(keywords), dtype=bool)
+            repeat[order[1:]] = (owner[order[1:]] == owner[order[:-1]]) & (keywords[order[1:]] == keywords[order[:-1]])
+            if not repeat.any():
+                break
+            keywords[repeat] = rng.choice(c.keywords, size=int(repeat.sum()), p=keyword_popularity)
         self.scam = rng.random(n) < 0.02
         scam_keyword = c.keywords - 1 - rng.integers(0, SCAM_KEYWORDS, size=n)  # rare keywords at the tail
         keywords[self.keyword_offsets[:-1][self.scam]] = scam_keyword[self.scam]
@@ -228,7 +237,7 @@ def draw_impressions(model: PlantedFeedModel, rows: int) -> Impressions:
         "watch": history_terms["watch"] + 0.5 * q + 0.4 * np.sin(2 * np.pi * hour / 24),
         "chat": history_terms["chat"] + 0.3 * q + 0.5 * price + model.surface_effect[context["ctx_surface"]],
         "hide": history_terms["hide"] - 0.5 * q,
-        "report": history_terms["report"] - 0.6 * q + 2.5 * model.scam[item],
+        "report": history_terms["report"] - 0.6 * q + 3.0 * model.scam[item],
     }
     session_split = np.searchsorted(np.cumsum(SPLIT_SHARES), rng.random(sessions), side="right").clip(0, len(SPLITS) - 1)
     return Impressions(user=user, session=session, item=item, position=position, hour=hour, context=context,
@@ -301,6 +310,23 @@ def write_raw(table: pa.Table, path: str, fmt: str) -> None:
                 f.write("\n")
 
 
+def _flat_oracle(split: dict, probabilities: dict, labels: dict, rows: np.ndarray) -> dict:
+    """The split's oracle under the multi-task evaluator's metric names (``click/auc``, ..., ``auc`` and
+    ``logloss`` = means over the objectives, ``min_auc``), so a run's summary sets them beside its own."""
+    flat: dict = {}
+    for objective in OBJECTIVES:
+        y = labels[objective][rows]
+        flat[f"{objective}/auc"] = split[objective]["auc"]
+        flat[f"{objective}/logloss"] = split[objective]["logloss"]
+        flat[f"{objective}/calibration"] = float(probabilities[objective][rows].mean() / y.mean()) if len(y) and y.any() else None
+    aucs = [flat[f"{o}/auc"] for o in OBJECTIVES if flat[f"{o}/auc"] is not None and np.isfinite(flat[f"{o}/auc"])]
+    losses = [flat[f"{o}/logloss"] for o in OBJECTIVES if flat[f"{o}/logloss"] is not None]
+    flat["auc"] = float(np.mean(aucs)) if aucs else None
+    flat["min_auc"] = float(np.min(aucs)) if aucs else None
+    flat["logloss"] = float(np.mean(losses)) if losses else None
+    return flat
+
+
 def generate_feed_dataset(out_dir: str, config: FeedGeneratorConfig) -> dict:
     """Write ``train|valid|test.<format>`` and ``truth.json`` into ``out_dir``; return the truth."""
     model = PlantedFeedModel(config)
@@ -330,6 +356,7 @@ def generate_feed_dataset(out_dir: str, config: FeedGeneratorConfig) -> dict:
                 "logloss": log_loss(p, y) if len(y) else None,
                 "auc_without_history_terms": roc_auc(without, y) if len(y) else None,
             }
+        oracle[split].update(_flat_oracle(oracle[split], probabilities, labels, rows))
     truth = {
         "kind": "feed",
         "generator": "torchrec_app.data.feed.generate",
