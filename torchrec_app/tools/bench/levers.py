@@ -216,18 +216,22 @@ def summarize_lever(lever: Lever, runs: list[dict[str, Any]], targets: dict[str,
 
 
 def best_combination(suite: LeverSuite, entries: dict[str, dict[str, Any]], tolerance: float) -> Lever | None:
-    """The best lever of each combinable group, together: fastest to target (loose tolerance when none
-    reaches the strict one) among those reaching it on every seed with no objective more than
-    ``tolerance`` below its target. None when no group has such a lever."""
+    """The best lever of each combinable group, together.
+
+    A lever qualifies at a tolerance when it reaches the target at that tolerance on every seed
+    and no objective's best AUC ends more than that tolerance below its target; the strict
+    tolerance is preferred, the loose one (:data:`LOOSE_TOLERANCE`) used when no lever of the group
+    qualifies strictly. Among the qualified, the fastest to target wins. None when no group has one.
+    """
     chosen: list[Lever] = []
     for group in suite.combine:
         candidates = []
         for lever in suite.levers:
             e = entries.get(lever.name)
-            if lever.group != group or e is None or (e["worst_auc_delta"] or -1.0) < -tolerance:
+            if lever.group != group or e is None or e["worst_auc_delta"] is None:
                 continue
-            for rank, key in enumerate(("target", "loose_target")):
-                if e[key]["median_train_seconds"] is not None:
+            for rank, (key, tol) in enumerate((("target", tolerance), ("loose_target", LOOSE_TOLERANCE))):
+                if e[key]["median_train_seconds"] is not None and e["worst_auc_delta"] >= -tol:
                     candidates.append((rank, e[key]["median_train_seconds"], lever))
                     break
         if candidates:
