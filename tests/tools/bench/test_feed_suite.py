@@ -8,7 +8,15 @@ import pytest
 
 from tests.training.conftest import cli
 from torchrec_app.tools.bench.cases import BenchCase
-from torchrec_app.tools.bench.levers import LEVER_SUITES, Lever, best_combination, lever_report, plot_auc_vs_wallclock, summarize_lever
+from torchrec_app.tools.bench.levers import (
+    LEVER_SUITES,
+    Lever,
+    best_combination,
+    lever_report,
+    plain_overrides,
+    plot_auc_vs_wallclock,
+    summarize_lever,
+)
 from torchrec_app.tools.bench.time_to_target import first_reaching, targets_from_runs, targets_met
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -108,5 +116,5 @@ def test_report_and_plot(tmp_path):
 @pytest.mark.parametrize("suite", sorted(LEVER_SUITES))
 def test_every_lever_of_the_suites_resolves(suite):
     for lever in LEVER_SUITES[suite].levers:
-        BenchCase(lever.name, LEVER_SUITES[suite].recipe, lever.overrides, nproc=2).check()
+        BenchCase(lever.name, LEVER_SUITES[suite].recipe, plain_overrides(lever), nproc=2).check()
         assert lever.data in LEVER_SUITES[suite].data_variants

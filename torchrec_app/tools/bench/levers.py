@@ -48,6 +48,8 @@ from torchrec_app.tools.bench.time_to_target import best_aucs, first_reaching, t
 
 #: a second, looser closeness reported beside the bar (small validation splits make AUC noisy)
 LOOSE_TOLERANCE = 0.01
+#: a lever override replaced at run time by ``suggest-dims --budget-fraction F`` on the baseline's first seed
+SUGGEST_DIMS = "@suggest-dims"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,8 @@ class Lever:
     group: str
     """baseline, sampling, forward, backward, size, reference (not combined) or combination."""
     overrides: tuple[str, ...] = ()
+    """``section.key=value`` overrides; ``@suggest-dims:F`` stands for the ``sparse.dims=...`` that
+    ``suggest-dims --budget-fraction F`` proposes from the baseline's first seed (trained first)."""
     data: str = "full"
     """The dataset variant (a key of :attr:`LeverSuite.data_variants`)."""
 
@@ -74,7 +78,7 @@ class LeverSuite:
     """Variant name -> ``feed_preprocess.*`` overrides (``full``: none)."""
     levers: tuple[Lever, ...]
     """The first is the baseline."""
-    combine: tuple[str, ...] = ("sampling", "forward", "backward")
+    combine: tuple[str, ...] = ("sampling", "forward", "backward", "size")
     """Groups whose best lever joins the combination."""
 
 
@@ -95,6 +99,7 @@ _FEED_LEVERS = (
     Lever("enc_transformer", "forward", ("model.feed.encoder=transformer",)),
     Lever("w_uncertainty", "backward", ("model.feed.weighting=uncertainty",)),
     Lever("w_dwa", "backward", ("model.feed.weighting=dwa", "model.feed.dwa_period=25")),
+    Lever("dims_suggested", "size", (f"{SUGGEST_DIMS}:0.5",)),
     Lever("no_history", "reference", ("model.feed.encoder=none",)),
     Lever("single_chat", "reference", ('model.feed.objectives=["chat"]',)),
 )
@@ -120,6 +125,13 @@ LEVER_SUITES: dict[str, LeverSuite] = {
             Lever("enc_gru", "forward", ("model.feed.encoder=gru",)),
             Lever("single_report", "reference", ('model.feed.objectives=["report"]',)),
         ),
+    ),
+    "feed_size": LeverSuite(
+        description="the model-size lever alone: explain / suggest-dims on the baseline, retrained with the widths",
+        recipe="bench_feed",
+        generate=_FEED_BENCH_RATES,
+        data_variants={"full": ()},
+        levers=(Lever("baseline", "baseline"), Lever("dims_suggested", "size", (f"{SUGGEST_DIMS}:0.5",))),
     ),
     "feed_tiny": LeverSuite(
         description="seconds-long smoke run of the levers suite itself (tests)",
@@ -152,7 +164,10 @@ def prepare_variants(suite: LeverSuite, root: Path, rows: int, seed: int, log=pr
         generate_feed_dataset(str(raw), config.generate_feed)
     files = {split: [str(raw / f"{split}.parquet")] for split in ("train", "valid", "test")}
     paths = {}
+    used = {lever.data for lever in suite.levers}
     for name, overrides in suite.data_variants.items():
+        if name not in used:
+            continue
         path = root / name
         if not (path / "metadata.json").exists():
             log(f"bench: preprocessing variant {name} ({' '.join(overrides) or 'no sampling'})")
@@ -243,6 +258,29 @@ def best_combination(suite: LeverSuite, entries: dict[str, dict[str, Any]], tole
     return Lever("combination", "combination", overrides, data)
 
 
+def plain_overrides(lever: Lever) -> tuple[str, ...]:
+    """``lever.overrides`` without run-time markers (what can be checked before any run)."""
+    return tuple(o for o in lever.overrides if not o.startswith("@"))
+
+
+def resolve_override(override: str, baseline_run: Path) -> str:
+    """``override`` itself, or for ``@suggest-dims:F`` the ``sparse.dims=...`` line that
+    ``torchrec-app suggest-dims --run BASELINE --budget-fraction F`` writes (run once, then reused)."""
+    if not override.startswith(SUGGEST_DIMS):
+        return override
+    import subprocess
+
+    fraction = override.partition(":")[2] or "0.5"
+    dims = baseline_run / "explain" / "dims.txt"
+    if not dims.exists():
+        command = [str(Path(sys.executable).with_name("torchrec-app")), "suggest-dims", "--run", str(baseline_run),
+                   "--budget-fraction", fraction]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0 or not dims.exists():
+            raise ConfigError(f"bench: suggest-dims on {baseline_run} failed ({done.returncode}): {done.stderr.strip()[-800:]}")
+    return dims.read_text().strip()
+
+
 # ----------------------------------------------------------------------------- the run
 
 
@@ -256,7 +294,7 @@ def run_lever_suite(args, config: AppConfig) -> int:
     tolerance = args.target_tolerance
     common = list(args.overrides)
     for lever in suite.levers:  # every lever must resolve before the first run starts
-        BenchCase(lever.name, suite.recipe, lever.overrides, nproc=2).check(tuple(common))
+        BenchCase(lever.name, suite.recipe, plain_overrides(lever), nproc=2).check(tuple(common))
     out = Path(args.out or f"runs/bench-{args.suite}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     started, load_before = time.perf_counter(), os.getloadavg()[0]
@@ -265,10 +303,14 @@ def run_lever_suite(args, config: AppConfig) -> int:
     every = max(1, args.steps // args.evals)
     loads: list[float] = []
 
+    needs_checkpoint = any(o.startswith(SUGGEST_DIMS) for lever in suite.levers for o in lever.overrides)
+
     def run(lever: Lever, seed: int) -> dict[str, Any]:
+        keep = needs_checkpoint and lever.group == "baseline" and seed == 0  # suggest-dims reads its checkpoint
+        lever = replace(lever, overrides=tuple(resolve_override(o, out / "runs" / "baseline" / "seed-0") for o in lever.overrides))
         case = BenchCase(lever.name, suite.recipe, lever.overrides, nproc=2)
         overrides = [f"train.max_steps={args.steps}", "train.epochs=1000", f"train.eval_every={every}", f"train.seed={seed}",
-                     "train.early_stop_patience=0", "train.progress_bar=false", "checkpoint.at_end=false",
+                     "train.early_stop_patience=0", "train.progress_bar=false", f"checkpoint.at_end={str(keep).lower()}",
                      "checkpoint.resume=false", "checkpoint.every=0", *common]  # fmt: skip
         print(f"bench {suite.recipe} {lever.name} seed {seed} ({' '.join(lever.overrides) or 'no override'}; data {lever.data}) ...",
               end=" ", flush=True)  # fmt: skip
@@ -277,7 +319,8 @@ def run_lever_suite(args, config: AppConfig) -> int:
         s = result.summary
         print(f"valid AUC {s.get('valid_auc', math.nan):.4f}, {s['train_seconds']:.0f}s training, {result.wall_seconds:.0f}s wall, "
               f"load {loads[-1]:.1f}", flush=True)  # fmt: skip
-        return {"seed": seed, "run_dir": result.run_dir, "wall_seconds": result.wall_seconds, "load_after": loads[-1],
+        return {"seed": seed, "run_dir": result.run_dir, "overrides": list(lever.overrides), "wall_seconds": result.wall_seconds,
+                "load_after": loads[-1],
                 "summary": s, "evals": result.evals}  # fmt: skip
 
     seeds = list(range(args.repeats))
