@@ -23,6 +23,9 @@ transformer a function of the candidate alone).
   recency positions, a key-padding mask), read at the candidate's position: candidate-aware
   self-attention. Attention needs a rectangle, so this one pads, to the batch's longest history.
 
+Padding to the batch's longest history (RNN, transformer) reads that length on the host: one
+device sync per action and step on GPU (``pack_padded_sequence`` needs CPU lengths anyway).
+
 :data:`HISTORY_ENCODERS` maps ``model.feed.encoder`` to the class; ``none`` (no history at all,
 the baseline that shows what history is worth) has no encoder.
 """
