@@ -105,3 +105,23 @@ def test_skipped_bad_rows_are_counted_in_the_metadata(feed_raw, tmp_path):
     assert cli_main(["preprocess", "--kind", "feed", *files, "--on-bad-rows", "skip"]) == 0
     meta = load_metadata(str(tmp_path / "out"))
     assert meta.bad_rows_skipped == 2 and meta.split_rows == {"train": 38} and meta.sources[0]["bad_rows"] == 2
+
+
+def test_several_files_per_split_make_one_part_each_and_the_same_rows(feed_raw, feed_dataset, tmp_path):
+    train = pq.read_table(feed_raw / "train.parquet")
+    half = train.num_rows // 2
+    pq.write_table(train.slice(0, half), tmp_path / "a.parquet")
+    pq.write_table(train.slice(half), tmp_path / "b.parquet")
+    split_args = ["--valid", str(feed_raw / "valid.parquet"), "--test", str(feed_raw / "test.parquet")]
+    files = ["--train", str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet"), *split_args]
+    assert cli_main(["preprocess", "--kind", "feed", *files, "--out", str(tmp_path / "out")]) == 0
+    meta = load_metadata(str(tmp_path / "out"))
+    assert [f.rows for f in meta.files["train"]] == [half, train.num_rows - half]
+    for split in ("train", "valid", "test"):  # the same vocabularies, transform and rows as from one file
+        assert split_table(tmp_path / "out", split).equals(split_table(feed_dataset, split))
+    core = ["feed_preprocess.coreset_rate=0.5", "feed_preprocess.negative_keep_rate=0.5"]
+    assert cli_main(["preprocess", "--kind", "feed", *files, "--out", str(tmp_path / "core"), *core]) == 0
+    meta = load_metadata(str(tmp_path / "core"))
+    sampled = split_table(tmp_path / "core", "train")
+    assert len(meta.files["train"]) == 2 and sampled.num_rows == meta.split_rows["train"] == meta.extra["sampling"]["rows"]
+    assert abs(float(np.mean(sampled.column("importance").to_numpy())) - 1.0) < 1e-5

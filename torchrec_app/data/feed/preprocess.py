@@ -1,20 +1,24 @@
 """Raw feed impressions -> Parquet with vocabularies (``preprocess --kind feed``).
 
-    raw train / valid / test files (Parquet with list columns, or JSON Lines)   formats.read_feed_file
+    pass 1, each train file in turn (Parquet with list columns, or JSON Lines)   formats.read_feed_file
       -> checked rows (bad rows named by file, line / row and field, or skipped and counted)
       -> histories cut to the newest ``max_history`` events
-      -> vocabularies counted on the (unsampled) train split: user, item (the candidate and
-         every history share it), category, keywords, each context categorical
+      -> vocabulary counts (user, item -- the candidate and every history share it --,
+         category, keywords, each context categorical) and dense sums, merged over the files
+    pass 2, each file of each split in turn
       -> ids -> table rows (0: rare or unseen), dense: log1p(position), log1p(price), hour,
          each standardised with the train mean and std
-      -> the sampling levers on train only (sampling.py): users, sessions, negatives, core-set
-      -> <out>/build-<fingerprint>/{train,valid,test}/part-00000.parquet, vocab/<name>.parquet,
-         then <out>/metadata.json (kind "feed"), then truth.json
+      -> train only, the row-wise sampling levers (sampling.py): users, sessions, negatives
+      -> <out>/build-<fingerprint>/<split>/part-<file index>.parquet
+    then (train, when on) the core-set over the written train parts, which are rewritten with
+    it; vocab/<name>.parquet; <out>/metadata.json (kind "feed"); truth.json
 
-Everything is read and checked before anything is written, and the dataset is published
-the way the Criteo path does it (:mod:`torchrec_app.data.preprocess.output`): a build
+Only one input file is in memory at a time (plus the vocabularies), except for the core-set
+selector, which holds the sampled train split. The dataset is published the way the Criteo
+path does it (:mod:`torchrec_app.data.preprocess.output`): everything is written in a build
 directory named by the fingerprint of the inputs and settings, then one atomic rename of
-``metadata.json``; bad input or a crash leaves the previous dataset in ``<out>`` intact.
+``metadata.json`` publishes it; bad input (found in either pass) or a crash leaves the
+previous dataset in ``<out>`` intact.
 
 Vocabularies are counted on the whole train split *before* sampling, so every lever's
 dataset has the same tables (and model size) as the baseline's.
@@ -36,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import asdict
 
 import numpy as np
@@ -88,20 +93,16 @@ def table_name(vocabulary: str) -> str:
     return f"t_{vocabulary}"
 
 
-def read_split(files: list[str], config: FeedPreprocessConfig, budget: int) -> tuple[pa.Table, int, list[dict]]:
-    """Rows of one split's files (concatenated, histories cut), bad rows skipped, and the sources' records."""
-    tables, bad, sources = [], 0, []
-    for path in files:
-        result = read_feed_file(path, config.format, config.on_bad_rows, budget - bad)
-        bad += result.bad_rows
-        tables.append(result.table)
-        sources.append({"path": os.path.abspath(path), "bytes": os.path.getsize(path), "format": result.format,
-                        "rows": result.table.num_rows, "bad_rows": result.bad_rows})  # fmt: skip
-    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+def read_file(path: str, config: FeedPreprocessConfig, budget: int) -> tuple[pa.Table, dict]:
+    """One raw file's rows (checked, bad rows skipped within ``budget``, histories cut) and its source record."""
+    result = read_feed_file(path, config.format, config.on_bad_rows, budget)
+    table = result.table
     for name in HISTORY_FEATURES:
         column = pc.list_slice(table.column(name), 0, config.max_history)
         table = table.set_column(table.schema.get_field_index(name), name, column.cast(pa.list_(pa.int64())))
-    return table, bad, sources
+    source = {"path": os.path.abspath(path), "bytes": os.path.getsize(path), "format": result.format,
+              "rows": table.num_rows, "bad_rows": result.bad_rows}  # fmt: skip
+    return table, source
 
 
 def _ids(table: pa.Table, column: str) -> np.ndarray:
@@ -112,21 +113,28 @@ def _ids(table: pa.Table, column: str) -> np.ndarray:
     return data.to_numpy().astype(np.uint64) if len(data) else np.zeros(0, np.uint64)
 
 
-def build_vocabularies(train: pa.Table, min_frequency: int) -> dict[str, Vocabulary]:
-    """One vocabulary per :data:`VOCABULARIES` entry, counted over every train column that reads it."""
-    counts = {name: [] for name in VOCABULARIES}
-    for column, vocabulary in VOCABULARY_OF.items():
-        counts[vocabulary].append(Counts.of(_ids(train, column)))
-    return {name: Vocabulary.build(Counts.merge(parts), min_frequency) for name, parts in counts.items()}
-
-
-def dense_stats(train: pa.Table) -> dict[str, dict[str, float]]:
-    """Mean and std of each dense feature after its fixed transform, on train."""
+def count_train(files: list[str], config: FeedPreprocessConfig) -> tuple[dict[str, Vocabulary], dict, list[dict], int]:
+    """Pass 1 over the train files, one file in memory at a time: the vocabularies (one per
+    :data:`VOCABULARIES` entry, counted over every column that reads it), the dense features' mean
+    and std after their fixed transform, the sources' records and the bad rows skipped."""
+    counts = {name: Counts.merge([]) for name in VOCABULARIES}
+    sums = {name: np.zeros(3) for name in DENSE_FEATURES}  # rows, sum, sum of squares
+    sources, bad = [], 0
+    for path in files:
+        table, source = read_file(path, config, config.max_bad_rows - bad)
+        bad += source["bad_rows"]
+        sources.append(source)
+        for column, vocabulary in VOCABULARY_OF.items():
+            counts[vocabulary] = Counts.merge([counts[vocabulary], Counts.of(_ids(table, column))])
+        for name in DENSE_FEATURES:
+            values = _dense_transform(name, table.column(name).to_numpy(zero_copy_only=False))
+            sums[name] += (len(values), values.sum(), np.square(values).sum())
+    vocabularies = {name: Vocabulary.build(counts[name], config.min_frequency) for name in VOCABULARIES}
     stats = {}
-    for name in DENSE_FEATURES:
-        values = _dense_transform(name, train.column(name).to_numpy(zero_copy_only=False))
-        stats[name] = {"mean": float(values.mean()) if len(values) else 0.0, "std": float(values.std()) if len(values) else 1.0}
-    return stats
+    for name, (n, total, squares) in sums.items():
+        mean = total / n if n else 0.0
+        stats[name] = {"mean": float(mean), "std": float(np.sqrt(max(squares / n - mean * mean, 0.0))) if n else 1.0}
+    return vocabularies, stats, sources, bad
 
 
 def _dense_transform(name: str, values: np.ndarray) -> np.ndarray:
@@ -156,43 +164,29 @@ def encode(table: pa.Table, vocabularies: dict[str, Vocabulary], stats: dict[str
     return pa.table({name: columns[name] for name in PARQUET_SCHEMA.names}, schema=PARQUET_SCHEMA)
 
 
-def sample_train(train: pa.Table, raw_users: np.ndarray, config: FeedPreprocessConfig,
-                 sizes: dict[str, int]) -> tuple[pa.Table, dict]:  # fmt: skip
-    """The train split after the sampling levers (users, sessions, negatives, core-set, in that
-    order), and the record of what each did (``extra.sampling``)."""
-    record: dict = {
-        "seed": config.seed, "negative_keep_rate": config.negative_keep_rate, "user_keep_rate": config.user_keep_rate,
-        "session_keep_rate": config.session_keep_rate, "coreset_rate": config.coreset_rate, "rows_before": train.num_rows,
+def keep_train_rows(train: pa.Table, raw_users: np.ndarray, config: FeedPreprocessConfig, stream: int) -> dict[str, np.ndarray]:
+    """The row-wise levers on one train file's rows: the keep mask after users, sessions and negatives
+    (in that order; each mask includes the ones before). ``stream``: the file's index (its own draws)."""
+    users = keep_groups(raw_users, config.user_keep_rate, config.seed, salt=1)
+    sessions = users & keep_groups(train.column("session").to_numpy(), config.session_keep_rate, config.seed, salt=2)
+    negatives = sessions & negative_downsample(labels_of(train), config.negative_keep_rate, config.seed, stream)
+    return {"users": users, "sessions": sessions, "negatives": negatives}
+
+
+def select_coreset(train: pa.Table, losses: np.ndarray, config: FeedPreprocessConfig) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The core-set of ``train`` (rows kept after the other levers): keep mask, the kept rows'
+    importance and the record of it (``extra.sampling.coreset``)."""
+    p = coreset_probabilities(losses, config.coreset_rate, config.coreset_uniform_mix)
+    chosen = draw_coreset(p, config.seed)
+    importance = importance_weights(p, chosen)
+    scores_file = os.path.abspath(config.coreset_scores_file) if config.coreset_score == "file" else None
+    record = {
+        "score": config.coreset_score, "scores_file": scores_file, "uniform_mix": config.coreset_uniform_mix,
+        "keep_probability": {"min": float(p.min()) if len(p) else None, "max": float(p.max()) if len(p) else None},
+        "importance": {"min": float(importance.min()) if len(importance) else None,
+                       "max": float(importance.max()) if len(importance) else None, "mean": 1.0},
     }  # fmt: skip
-    steps = []
-    keep = keep_groups(raw_users, config.user_keep_rate, config.seed, salt=1)
-    steps.append(("users", keep))
-    keep = keep & keep_groups(train.column("session").to_numpy(), config.session_keep_rate, config.seed, salt=2)
-    steps.append(("sessions", keep))
-    keep = keep & negative_downsample(labels_of(train), config.negative_keep_rate, config.seed)
-    steps.append(("negatives", keep))
-    record["rows_after"] = {name: int(mask.sum()) for name, mask in steps}
-    train = train.filter(pa.array(keep)) if not keep.all() else train
-    if config.coreset_rate < 1.0:
-        if config.coreset_score == "file":
-            losses = _scores_file(config.coreset_scores_file, len(keep))[keep]
-        else:
-            losses = proxy_losses(train, sizes, config.seed)
-        p = coreset_probabilities(losses, config.coreset_rate, config.coreset_uniform_mix)
-        chosen = draw_coreset(p, config.seed)
-        importance = importance_weights(p, chosen)
-        train = train.filter(pa.array(chosen))
-        train = train.set_column(train.schema.get_field_index(IMPORTANCE), IMPORTANCE, pa.array(importance.astype(np.float32)))
-        record["rows_after"]["coreset"] = int(chosen.sum())
-        record["coreset"] = {
-            "score": config.coreset_score, "scores_file": os.path.abspath(config.coreset_scores_file) if config.coreset_score == "file" else None,
-            "uniform_mix": config.coreset_uniform_mix,
-            "keep_probability": {"min": float(p.min()) if len(p) else None, "max": float(p.max()) if len(p) else None},
-            "importance": {"min": float(importance.min()) if len(importance) else None,
-                           "max": float(importance.max()) if len(importance) else None, "mean": 1.0},
-        }  # fmt: skip
-    record["rows"] = train.num_rows
-    return train, record
+    return chosen, importance.astype(np.float32), record
 
 
 def _scores_file(path: str, rows: int) -> np.ndarray:
@@ -226,9 +220,14 @@ def fingerprint(files: dict[str, list[str]], config: FeedPreprocessConfig) -> st
 def preprocess_feed(out_dir: str, files: dict[str, list[str]], config: FeedPreprocessConfig) -> DatasetMetadata:
     """Build the feed dataset of ``files`` (split -> raw files; ``train`` required) in ``out_dir``.
 
+    Two passes, one input file in memory at a time (the core-set selector excepted: it holds the
+    sampled train split): the train files' vocabularies and dense statistics, then every file
+    encoded (and train sampled) into its own Parquet part in the build directory, published at
+    the end.
+
     Raises:
-        DataFormatError / ValueError: bad input (file, line or row, field) or settings, before
-            anything is written; the previous dataset in ``out_dir`` stays.
+        DataFormatError / ValueError: bad input (file, line or row, field) or settings; the previous
+            dataset in ``out_dir`` stays.
     """
     config.check_scores_file()
     if not files.get("train"):
@@ -236,47 +235,106 @@ def preprocess_feed(out_dir: str, files: dict[str, list[str]], config: FeedPrepr
     unknown = sorted(set(files) - set(SPLIT_NAMES))
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; a feed dataset has {list(SPLIT_NAMES)}")
-    tables, sources, bad = {}, [], 0
-    for split in SPLIT_NAMES:
-        if files.get(split):
-            tables[split], split_bad, split_sources = read_split(files[split], config, config.max_bad_rows - bad)
-            bad += split_bad
-            sources += [{**s, "split": split} for s in split_sources]
-    vocabularies = build_vocabularies(tables["train"], config.min_frequency)
+    vocabularies, stats, train_sources, bad = count_train(files["train"], config)
     sizes = {name: vocab.num_embeddings for name, vocab in vocabularies.items()}
-    stats = dense_stats(tables["train"])
-    encoded = {split: encode(table, vocabularies, stats) for split, table in tables.items()}
-    encoded["train"], sampling = sample_train(encoded["train"], _ids(tables["train"], "user"), config, sizes)
 
-    # -- everything is read, checked and computed: build, then publish --
     os.makedirs(out_dir, exist_ok=True)
     build = prepare_build(out_dir, fingerprint(files, config))
     name = os.path.basename(build)
-    split_files = {}
-    for split, table in encoded.items():
-        relative = os.path.join(name, split, "part-00000.parquet")
-        path = os.path.join(out_dir, relative)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with atomic_path(path) as tmp:
-            pq.write_table(table, tmp, row_group_size=config.row_group_rows, compression="lz4")
-        split_files[split] = [SplitFile(path=relative, rows=table.num_rows)]
-    for vocabulary, vocab in vocabularies.items():
-        vocab.save(os.path.join(build, VOCAB_DIR, f"{vocabulary}.parquet"))
-    meta = feed_metadata(encoded, split_files, sizes, stats, sampling, sources, bad, config, os.path.join(name, VOCAB_DIR))
+    sources = [{**s, "split": "train"} for s in train_sources]
+    sampling: dict = {
+        "seed": config.seed, "negative_keep_rate": config.negative_keep_rate, "user_keep_rate": config.user_keep_rate,
+        "session_keep_rate": config.session_keep_rate, "coreset_rate": config.coreset_rate, "rows_before": 0,
+        "rows_after": {"users": 0, "sessions": 0, "negatives": 0},
+    }  # fmt: skip
+    try:
+        meta = _write_build(out_dir, name, files, vocabularies, stats, sizes, sampling, sources, bad, config)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)  # bad input found in pass 2: nothing of this run stays
+        raise
     publish(out_dir, build, meta, explicit_sources(files))
     return meta
 
 
-def feed_metadata(encoded: dict[str, pa.Table], split_files: dict[str, list[SplitFile]], sizes: dict[str, int],
+def _write_build(out_dir: str, name: str, files: dict[str, list[str]], vocabularies: dict[str, Vocabulary], stats: dict,
+                 sizes: dict[str, int], sampling: dict, sources: list[dict], bad: int,
+                 config: FeedPreprocessConfig) -> DatasetMetadata:  # fmt: skip
+    """Pass 2 (see the module docstring) into the build directory ``out_dir/name``; the metadata to publish."""
+    split_files: dict[str, list[SplitFile]] = {}
+    build = os.path.join(out_dir, name)
+    kept_of_raw = []  # train: which raw rows the row-wise levers kept (the scores file is per raw row)
+    for split in SPLIT_NAMES:
+        for index, path in enumerate(files.get(split) or []):
+            if split == "train":
+                table, _ = read_file(path, config, config.max_bad_rows)  # checked in pass 1; its bad rows counted there
+            else:
+                table, source = read_file(path, config, config.max_bad_rows - bad)
+                bad += source["bad_rows"]
+                sources.append({**source, "split": split})
+            encoded = encode(table, vocabularies, stats)
+            if split == "train":
+                masks = keep_train_rows(encoded, _ids(table, "user"), config, stream=index)
+                sampling["rows_before"] += encoded.num_rows
+                for lever, mask in masks.items():
+                    sampling["rows_after"][lever] += int(mask.sum())
+                kept_of_raw.append(masks["negatives"])
+                encoded = encoded.filter(pa.array(masks["negatives"]))
+            split_files.setdefault(split, []).append(_write_part(out_dir, name, split, index, encoded, config))
+    if config.coreset_rate < 1.0:
+        split_files["train"] = _apply_coreset(out_dir, split_files["train"], np.concatenate(kept_of_raw), sizes, sampling, config)
+    sampling["rows"] = sum(f.rows for f in split_files["train"])
+    for vocabulary, vocab in vocabularies.items():
+        vocab.save(os.path.join(build, VOCAB_DIR, f"{vocabulary}.parquet"))
+    meta = feed_metadata(out_dir, split_files, sizes, stats, sampling, sources, bad, config, os.path.join(name, VOCAB_DIR))
+    return meta
+
+
+def _write_part(out_dir: str, build_name: str, split: str, index: int, table: pa.Table, config: FeedPreprocessConfig) -> SplitFile:
+    """Write one split's part ``index`` (atomically) and return its entry for ``metadata.json``."""
+    relative = os.path.join(build_name, split, f"part-{index:05d}.parquet")
+    path = os.path.join(out_dir, relative)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=config.row_group_rows, compression="lz4")
+    return SplitFile(path=relative, rows=table.num_rows)
+
+
+def _apply_coreset(out_dir: str, parts: list[SplitFile], kept_of_raw: np.ndarray, sizes: dict[str, int], sampling: dict,
+                   config: FeedPreprocessConfig) -> list[SplitFile]:  # fmt: skip
+    """Select the core-set over the written train parts and rewrite them with it (and its importance)."""
+    tables = [pq.read_table(os.path.join(out_dir, part.path)) for part in parts]
+    train = pa.concat_tables(tables)
+    if config.coreset_score == "file":
+        losses = _scores_file(config.coreset_scores_file, len(kept_of_raw))[kept_of_raw]
+    else:
+        losses = proxy_losses(train, sizes, config.seed)
+    chosen, importance, sampling["coreset"] = select_coreset(train, losses, config)
+    sampling["rows_after"]["coreset"] = int(chosen.sum())
+    out, start, kept = [], 0, 0
+    for part, table in zip(parts, tables):
+        mine = chosen[start : start + table.num_rows]
+        table = table.filter(pa.array(mine))
+        weights = pa.array(importance[kept : kept + table.num_rows])
+        table = table.set_column(table.schema.get_field_index(IMPORTANCE), IMPORTANCE, weights)
+        start, kept = start + len(mine), kept + table.num_rows
+        build_name, split, file = part.path.split(os.sep)[-3:]
+        out.append(_write_part(out_dir, build_name, split, int(file[5:10]), table, config))
+    return out
+
+
+def feed_metadata(out_dir: str, split_files: dict[str, list[SplitFile]], sizes: dict[str, int],
                   stats: dict, sampling: dict, sources: list[dict], bad: int, config: FeedPreprocessConfig,
                   vocab_dir: str) -> DatasetMetadata:  # fmt: skip
     """``metadata.json`` of a feed dataset (see the module docstring)."""
     sparse = [*POOLED_FEATURES, CANDIDATE]
     feature_tables = {feature: table_name(vocabulary) for feature, vocabulary in VOCABULARY_OF.items()}
-    positive_rates = {
-        split: {o: float(np.mean(table.column(label_column(o)).to_numpy())) if table.num_rows else None for o in OBJECTIVES}
-        for split, table in encoded.items()
-    }
+    positive_rates = {}
+    for split, parts in split_files.items():
+        positives, rows = np.zeros(len(OBJECTIVES)), sum(part.rows for part in parts)
+        for part in parts:
+            labels = pq.read_table(os.path.join(out_dir, part.path), columns=[label_column(o) for o in OBJECTIVES])
+            positives += [pc.sum(labels.column(c)).as_py() or 0 for c in labels.column_names]
+        positive_rates[split] = {o: float(positives[k] / rows) if rows else None for k, o in enumerate(OBJECTIVES)}
     return DatasetMetadata(
         kind=KIND,
         label=label_column(OBJECTIVES[0]),
@@ -287,7 +345,7 @@ def feed_metadata(encoded: dict[str, pa.Table], split_files: dict[str, list[Spli
         id_strategies={feature: "vocab" for feature in sparse},
         min_frequency=config.min_frequency,
         split_policy="explicit",
-        split_rows={split: table.num_rows for split, table in encoded.items()},
+        split_rows={split: sum(part.rows for part in parts) for split, parts in split_files.items()},
         files=split_files,
         sources=sources,
         bad_rows_skipped=bad,

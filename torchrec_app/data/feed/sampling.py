@@ -68,8 +68,9 @@ def any_positive(labels: np.ndarray) -> np.ndarray:
     return labels.astype(bool).any(axis=1)
 
 
-def negative_downsample(labels: np.ndarray, rate: float, seed: int) -> np.ndarray:
-    """Mask keeping every row with a positive label and a ``rate`` fraction of all-negative rows.
+def negative_downsample(labels: np.ndarray, rate: float, seed: int, stream: int = 0) -> np.ndarray:
+    """Mask keeping every row with a positive label and a ``rate`` fraction of all-negative rows
+    (the draws: a function of ``seed`` and ``stream``, e.g. the input file's index).
 
     >>> labels = np.array([[1, 0], [0, 0], [0, 1], [0, 0]])
     >>> negative_downsample(labels, 1.0, seed=0).tolist()
@@ -80,7 +81,7 @@ def negative_downsample(labels: np.ndarray, rate: float, seed: int) -> np.ndarra
     positive = any_positive(labels)
     if rate >= 1.0:
         return np.ones(len(labels), dtype=bool)
-    draws = np.random.default_rng([seed, 17]).random(len(labels))
+    draws = np.random.default_rng([seed, 17, stream]).random(len(labels))
     return positive | (draws < rate)
 
 
