@@ -430,8 +430,14 @@ def plot_auc_vs_wallclock(bench: dict[str, Any], path: Path) -> None:
     plt = _pyplot()
     groups = [g for g in dict.fromkeys(e["group"] for e in bench["levers"]) if g != "baseline"]
     targets = bench["bench"]["targets"]
-    fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(4.2 * max(1, len(groups)), 4.0), sharey=True, squeeze=False)
-    for ax, group in zip(axes[0], groups or ["baseline"]):
+    panels = max(1, len(groups))
+    columns = min(3, panels)
+    rows = (panels + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.8 * rows), sharey=True, squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[panels:]:
+        ax.set_visible(False)
+    for ax, group in zip(flat, groups or ["baseline"]):
         for e in bench["levers"]:
             if e["group"] not in (group, "baseline"):
                 continue
@@ -446,7 +452,8 @@ def plot_auc_vs_wallclock(bench: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("training seconds (2 processes)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("validation AUC, mean over the objectives")
+    for row in axes:
+        row[0].set_ylabel("validation AUC, mean over\nthe run's objectives")
     fig.suptitle("Home-feed levers: validation AUC vs training wall-clock (seed 0)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
