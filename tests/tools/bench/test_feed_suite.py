@@ -108,7 +108,7 @@ def test_report_and_plot(tmp_path):
                        "load_average": {"before": 3.0, "median": 4.0, "max": 5.0}},
              "levers": [base, mean], "runs": runs}  # fmt: skip
     report = lever_report(bench)
-    assert "| enc_mean | forward | 8 | 0.40 |" in report and "load average 3.0 before" in report
+    assert "| enc_mean | forward | 8 | 0.40 | 8 | 0.40 | 0 |" in report and "load average 3.0 before" in report
     plot_auc_vs_wallclock(bench, tmp_path / "auc.png")
     assert (tmp_path / "auc.png").read_bytes()[:8] == PNG_MAGIC
 

@@ -398,13 +398,14 @@ def lever_report(bench: dict[str, Any]) -> str:
         + ", ".join(f"{o} {t:.4f}" for o, t in b["targets"].items()) + ".",
         "",
         f"| lever | group | time to target ±{b['tolerance']} (s, per seed) | ratio | time to target ±{b['loose_tolerance']} (s) | ratio "
-        "| worst Δ AUC | samples/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| samples to ±{b['loose_tolerance']} (k) | worst Δ AUC | samples/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]  # fmt: skip
     for e in bench["levers"]:
         lines.append(
             f"| {e['name']} | {e['group']} | {_seconds(e['target']['train_seconds'])} | {_f(e.get('time_ratio'), 2)} "
             f"| {_seconds(e['loose_target']['train_seconds'])} | {_f(e.get('loose_time_ratio'), 2)} "
+            f"| {_seconds([None if v is None else v / 1000 for v in e['loose_target']['samples']])} "
             f"| {_f(e['worst_auc_delta'], 4, True)} | {e['samples_per_second']:,.0f} |"
         )
     lines += ["", "Best validation AUC per objective minus its target (mean over seeds); calibration (predicted ÷ observed rate) "
@@ -429,8 +430,14 @@ def plot_auc_vs_wallclock(bench: dict[str, Any], path: Path) -> None:
     plt = _pyplot()
     groups = [g for g in dict.fromkeys(e["group"] for e in bench["levers"]) if g != "baseline"]
     targets = bench["bench"]["targets"]
-    fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(4.2 * max(1, len(groups)), 4.0), sharey=True, squeeze=False)
-    for ax, group in zip(axes[0], groups or ["baseline"]):
+    panels = max(1, len(groups))
+    columns = min(3, panels)
+    rows = (panels + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.8 * rows), sharey=True, squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[panels:]:
+        ax.set_visible(False)
+    for ax, group in zip(flat, groups or ["baseline"]):
         for e in bench["levers"]:
             if e["group"] not in (group, "baseline"):
                 continue
@@ -445,7 +452,8 @@ def plot_auc_vs_wallclock(bench: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("training seconds (2 processes)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("validation AUC, mean over the objectives")
+    for row in axes:
+        row[0].set_ylabel("validation AUC, mean over\nthe run's objectives")
     fig.suptitle("Home-feed levers: validation AUC vs training wall-clock (seed 0)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
