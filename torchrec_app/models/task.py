@@ -58,7 +58,7 @@ class ModelOutput(NamedTuple):
     predictions: dict[str, torch.Tensor] = {}
     labels: dict[str, torch.Tensor] = {}
     losses: dict[str, torch.Tensor] = {}
-    """Per-objective scalar losses, for logging (empty for single-loss models)."""
+    """Per-objective scalar losses (empty for single-loss models); the trainer logs their interval means as ``loss/<name>``."""
 
 
 class Evaluator(Protocol):

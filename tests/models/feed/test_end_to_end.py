@@ -41,6 +41,9 @@ def test_train_explain_suggest_dims_and_retrain(dataset, capsys):
         assert {f"valid_{objective}/{m}" for m in ("auc", "logloss", "calibration")} <= set(summary)
     assert summary["valid_click/calibration"] > 0 and 0.0 <= summary["valid_click/auc"] <= 1.0
     assert len(summary["history"]) == 2
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [r for r in logged if "loss" in r]
+    assert train_lines and all(r[f"loss/{o}"] > 0 for r in train_lines for o in OBJECTIVES), "per-objective train losses are logged"
 
     capsys.readouterr()
     assert cli_main(["explain", "--run", str(run)]) == 0
