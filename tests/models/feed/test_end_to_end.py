@@ -93,3 +93,17 @@ def test_plan_without_data_places_the_marketplace_tables(capsys):
     assert tables["t_keywords"][1:4] == ["1,200,000", "x", "32"] and "row_wise" in tables["t_item"]
     assert cli_main(["plan", "--recipe", "feed", "--world-size", "2"]) == 2
     assert "sparse.num_embeddings" in capsys.readouterr().err
+
+
+def test_an_unpooled_table_gets_a_one_line_error_for_a_type_it_cannot_have(dataset, capsys):
+    data = str(dataset / "data")
+    per_table = 'sharding.per_table={"t_item": "table_row_wise"}'
+    assert cli_main(["plan", "--recipe", "feed", "--data", data, "--world-size", "2", "--device", "cpu", per_table]) == 2
+    err = capsys.readouterr().err
+    assert "table t_item (an unpooled EmbeddingCollection table): sharding type(s) ['table_row_wise'] cannot run on cpu" in err
+    assert "Traceback" not in err
+    # sharding.types for every table: t_item keeps the types it supports, the pooled tables take table-row-wise
+    both = ["sharding.per_table={}", "sharding.types=table_row_wise,row_wise"]
+    assert cli_main(["plan", "--recipe", "feed", "--data", data, "--world-size", "2", "--device", "cpu", "--no-stats", *both]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("t_")}
+    assert "row_wise" in rows["t_item"]
