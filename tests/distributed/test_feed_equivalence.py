@@ -20,7 +20,7 @@ from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from torchrec.optim import RowWiseAdagrad
 
 from tests.distributed.equivalence import copy_weights, max_param_diff
-from tests.models.feed.batches import INPUTS, feed_batch, random_rows
+from tests.models.feed.batches import INPUTS, feed_batch, random_rows, without_history
 from tests.multiprocess import run_on_ranks
 from torchrec_app.config.feed import FeedModelConfig
 from torchrec_app.config.schema import CrossConfig, ModelConfig, OptimConfig, ShardingConfig, SparseConfig
@@ -39,6 +39,7 @@ CASES = [  # (encoder, multi-task heads, t_item sharding, table optimizer)
     ("lstm", "shared_bottom", "row_wise", "sgd"),
     ("din", "mmoe", "table_wise", "rowwise_adagrad"),
     ("transformer", "ple", "row_wise", "sgd"),
+    ("none", "shared_bottom", "row_wise", "sgd"),  # the no-history baseline: t_item reads the candidate only
 ]
 
 
@@ -67,7 +68,8 @@ def _case(runtime: Runtime, encoder: str, multitask: str, item_sharding: str, sp
     optimizers = [table_optimizer, torch.optim.SGD(dense, lr=0.1)]
 
     # every rank's batch: real rows with histories of 0..6 items per action, and a padding row
-    per_rank = [[feed_batch(random_rows(BATCH - 1, seed=100 * r + s) + [{"item": None}]) for s in range(STEPS)] for r in range(world)]
+    make = without_history if encoder == "none" else (lambda batch: batch)
+    per_rank = [[make(feed_batch(random_rows(BATCH - 1, seed=100 * r + s) + [{"item": None}])) for s in range(STEPS)] for r in range(world)]
     local = iter(per_rank[rank])
     for step in range(STEPS):
         pipeline.progress(local)
@@ -86,7 +88,7 @@ def _case(runtime: Runtime, encoder: str, multitask: str, item_sharding: str, sp
     }
 
     # -- scoring: the task's evaluator on each rank's rows vs the reference on all rows --
-    evaluation = [[feed_batch(random_rows(BATCH, seed=1000 + 10 * r + s)) for s in range(2)] for r in range(world)]
+    evaluation = [[make(feed_batch(random_rows(BATCH, seed=1000 + 10 * r + s))) for s in range(2)] for r in range(world)]
     trained.eval()
     reference.eval()
     evaluator = MultiTaskEvaluator(list(OBJECTIVES))

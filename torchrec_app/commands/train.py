@@ -51,6 +51,15 @@ def format_result(summary: dict[str, Any], run_path: Path) -> str:
       16,500 samples/s | 39.2 s training | peak memory 1,234 MiB/process
       best logloss at step 150 (epoch 0); stopped early at step 250
       run directory: runs/x (summary.json, metrics.jsonl, config.json, plan.txt)
+
+    A multi-task run (``objectives`` in the summary) adds a line per objective under each split:
+
+    >>> print(format_result({"model": "feed", "recipe": "feed", "task": "feed", "world_size": 1, "backend": "gloo",
+    ...     "objectives": ["click", "chat"], "valid_auc": 0.7, "valid_logloss": 0.1, "valid_click/auc": 0.75,
+    ...     "valid_click/logloss": 0.2, "valid_click/calibration": 1.02, "valid_oracle_click/auc": 0.79,
+    ...     "valid_chat/auc": 0.65, "valid_chat/logloss": 0.05, "valid_chat/calibration": None, "samples_per_second": 900.0,
+    ...     "train_seconds": 9.0, "peak_rss_mb": 450.0, "steps": 10}, Path("runs/f")).splitlines()[2:5])
+    ['  valid   0.7000  0.1000   -           -', '   click  0.7500  0.2000   0.7900      0.0400  calibration 1.02', '   chat   0.6500  0.0500   -           -       calibration -']
     """
     def num(value: Any, digits: int = 4) -> str:
         return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
@@ -63,6 +72,11 @@ def format_result(summary: dict[str, Any], run_path: Path) -> str:
             continue
         lines.append(f"  {split:<7} {num(summary.get(f'{split}_auc')):<7} {num(summary.get(f'{split}_logloss')):<8} "
                      f"{num(summary.get(f'{split}_oracle_auc')):<11} {num(summary.get(f'{split}_auc_gap_to_oracle'))}")  # fmt: skip
+        for head in summary.get("objectives") or []:  # a multi-task model: one line per objective under its split
+            auc, oracle = summary.get(f"{split}_{head}/auc"), summary.get(f"{split}_oracle_{head}/auc")
+            gap = oracle - auc if isinstance(auc, float) and isinstance(oracle, float) else None
+            lines.append(f"   {head:<6} {num(auc):<7} {num(summary.get(f'{split}_{head}/logloss')):<8} {num(oracle):<11} "
+                         f"{num(gap):<7} calibration {num(summary.get(f'{split}_{head}/calibration'), 2)}")  # fmt: skip
     lines.append(f"  {summary['samples_per_second']:,.0f} samples/s | {summary['train_seconds']:.1f} s training | "
                  f"peak memory {summary['peak_rss_mb']:,.0f} MiB/process")  # fmt: skip
     stop = f"; stopped early at step {summary['steps']}" if summary.get("early_stopped") else f"; {summary['steps']} steps"

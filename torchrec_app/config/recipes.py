@@ -388,6 +388,25 @@ def feed_tiny() -> AppConfig:
 
 
 @recipe
+def feed_marketplace() -> AppConfig:
+    """The shape of the marketplace home-feed ranker (issue 16) for ``plan`` without data: a 1.2M-keyword
+    vocabulary x 32 (38.4M parameters, the largest table), 1M items x 32 read by the candidate and five
+    50-item histories, 2M users x 8; LSTM histories, DCNv2 (full-rank cross, 3 layers) and MMoE heads;
+    batch 4096 per GPU. ``sparse.num_embeddings``: user, category, keywords, ctx_device, ctx_surface,
+    ctx_region, item (``torchrec-app plan --recipe feed_marketplace --world-size 8``)."""
+    base = feed()
+    return replace(base, recipe="feed_marketplace",
+                   model=replace(base.model, dense_arch=[128, 32], cross=CrossConfig(kind="full", num_layers=3),
+                                 feed=replace(base.model.feed, multitask="mmoe", num_experts=4, expert_dims=[512, 256],
+                                              tower_dims=[128])),
+                   sparse=SparseConfig(embedding_dim=16, dims={"user": 8, "keywords": 32},
+                                       num_embeddings=[2_000_000, 5_000, 1_200_000, 8, 16, 500, 1_000_000]),
+                   sharding=ShardingConfig(per_table={"t_item": "row_wise", "t_keywords": "row_wise|table_row_wise",
+                                                      "t_user": "row_wise|table_row_wise"}),
+                   train=replace(base.train, batch_size=4096))  # fmt: skip
+
+
+@recipe
 def bench_feed() -> AppConfig:
     """The home-feed levers benchmark's baseline (docs/BENCHMARKS.md): the feed model with an LSTM over each
     history, shared-bottom towers, static loss weights, sized so that 2 CPU processes train it in about a minute."""

@@ -86,18 +86,27 @@ def build_constraints(
     unknown = sorted(set(config.per_table) - set(names))
     if unknown:
         raise ConfigError(f"sharding.per_table names tables that do not exist: {unknown}; tables are {names}")
-    sharder = build_sharders()[0]
-    supported = sharder.sharding_types(compute_device)
+    pooled_sharder, unpooled_sharder = build_sharders()
     constraints: dict[str, ParameterConstraints] = {}
     for table in tables:
         problem = table_precision_problem(table.data_type, None, compute_device)
         if problem:
             raise ConfigError(problem)
-        allowed = config.per_table[table.name].split("|") if table.name in config.per_table else list(config.types)
+        pooled = isinstance(table, EmbeddingBagConfig)  # else an EmbeddingCollection's (unpooled) table: fewer types
+        sharder = pooled_sharder if pooled else unpooled_sharder
+        supported = sharder.sharding_types(compute_device)
+        what = "" if pooled else " (an unpooled EmbeddingCollection table)"
+        if table.name in config.per_table:
+            allowed = config.per_table[table.name].split("|")
+        else:  # sharding.types applies to every table: an unpooled table keeps the ones it supports
+            allowed = [t for t in config.types if t in supported or pooled]
+            if config.types and not allowed:
+                raise ConfigError(f"table {table.name}{what}: none of sharding.types {list(config.types)} can run on "
+                                  f"{compute_device}; supported there: {', '.join(supported)} (set sharding.per_table for it)")  # fmt: skip
         bad = [t for t in allowed if t not in supported]
         if bad:
             raise ConfigError(
-                f"table {table.name}: sharding type(s) {bad} cannot run on {compute_device}; "
+                f"table {table.name}{what}: sharding type(s) {bad} cannot run on {compute_device}; "
                 f"supported there: {', '.join(supported)}"
             )
         trainable = [t for t in (allowed or supported) if not table_precision_problem(table.data_type, t, compute_device)]

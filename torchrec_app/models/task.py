@@ -22,7 +22,8 @@ validator, checkpointer and bench know nothing else about a model, so a new fami
   sequence length, the loss's candidate keys, side information); by default the reader
   uses the dataset kind's registered batch maker. ``task.initialize(model, config,
   metadata)`` fills the sharded model's weights before training (e.g. from a pretrained
-  model); resuming a checkpoint overrides it.
+  model); resuming a checkpoint overrides it. ``task.planning_metadata(config)`` describes a
+  dataset from the recipe alone, for ``torchrec-app plan`` without ``--data``.
 * Optional: ``task.fit(config, metadata, data_dir)`` for closed-form models (EASE): the
   model is solved, not trained, and scored by the same evaluator into the same run directory.
 * Optional: an evaluator with ``save_details(path)`` writes per-row / per-user results;
@@ -59,7 +60,7 @@ class ModelOutput(NamedTuple):
     predictions: dict[str, torch.Tensor] = {}
     labels: dict[str, torch.Tensor] = {}
     losses: dict[str, torch.Tensor] = {}
-    """Per-objective scalar losses, for logging (empty for single-loss models)."""
+    """Per-objective scalar losses (empty for single-loss models); the trainer logs their interval means as ``loss/<name>``."""
 
 
 class Evaluator(Protocol):
@@ -98,6 +99,9 @@ class Task:
     """Optional, closed-form models (EASE): ``(config, metadata, data_dir) -> model`` with ``score(batch)``,
     solved on one process instead of trained; ``train`` then scores it with ``make_evaluator`` and writes
     the same run directory (:mod:`torchrec_app.training.closed_form`). The loop is not used."""
+    planning_metadata: Callable[..., Any] | None = None
+    """Optional ``(config) -> DatasetMetadata``: the family's dataset description from the recipe alone
+    (``torchrec-app plan`` without ``--data``); None: a Criteo-kind one from ``sparse.num_embeddings``."""
 
     def improved(self, value: float, best: float | None, min_delta: float = 0.0) -> bool:
         """Whether ``value`` of the monitored metric beats ``best`` by more than ``min_delta``.

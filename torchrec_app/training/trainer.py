@@ -235,13 +235,17 @@ class Trainer:
 
     def _log_interval(self, interval: "_Interval") -> None:
         self.guard.check()
-        loss_sum, samples = self._all_reduce(interval.loss_sum, interval.samples)
+        names = sorted(interval.losses_sum)  # per-objective losses of a multi-loss model (ModelOutput.losses), same on every rank
+        loss_sum, samples, *objective_sums = self._all_reduce(interval.loss_sum, interval.samples,
+                                                              *(interval.losses_sum[n] for n in names))  # fmt: skip
         elapsed = time.perf_counter() - interval.start
+        steps = max(1, interval.steps * self.runtime.world_size)
         record = {
             "step": self.step,
-            "loss": loss_sum / max(1, interval.steps * self.runtime.world_size),
+            "loss": loss_sum / steps,
             "samples_per_second": samples / elapsed if elapsed > 0 else 0.0,
             "lr": self.lr_scheduler.get_last_lr()[0],
+            **{f"loss/{name}": value / steps for name, value in zip(names, objective_sums)},
         }
         self.run_dir.log_metrics(record)
         self.progress.show(record)
@@ -342,6 +346,7 @@ class _Interval:
     def reset(self) -> None:
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self.samples = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.losses_sum: dict[str, torch.Tensor] = {}
         self.steps = 0
         self.start = time.perf_counter()
 
@@ -349,6 +354,9 @@ class _Interval:
         real = output.weights.sum().double()
         loss = output.loss.detach().double()
         self.loss_sum += torch.where(torch.isfinite(loss), loss, torch.zeros_like(loss))
+        for name, value in output.losses.items():
+            value = value.detach().double()
+            self.losses_sum[name] = self.losses_sum.get(name, 0.0) + torch.where(torch.isfinite(value), value, torch.zeros_like(value))
         self.samples += real
         self.segment_samples += real
         self.steps += 1

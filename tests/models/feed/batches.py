@@ -57,3 +57,9 @@ def random_rows(count: int, seed: int, max_history: int = 6, inputs: FeedInputs 
         "history": {a: [rng.randrange(inputs.num_items) for _ in range(rng.randint(0, max_history))] for a in ACTIONS},
         "labels": [int(rng.random() < p) for p in (0.4, 0.3, 0.2, 0.2, 0.1)],
     } for _ in range(count)]  # fmt: skip
+
+
+def without_history(batch: FeedBatch) -> FeedBatch:
+    """``batch`` with the candidate as the only sequence key (what the task's batch maker sends for ``encoder=none``)."""
+    batch.sequences = batch.sequences.split([1, len(batch.sequences.keys()) - 1])[0]
+    return batch

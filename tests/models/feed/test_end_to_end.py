@@ -41,6 +41,9 @@ def test_train_explain_suggest_dims_and_retrain(dataset, capsys):
         assert {f"valid_{objective}/{m}" for m in ("auc", "logloss", "calibration")} <= set(summary)
     assert summary["valid_click/calibration"] > 0 and 0.0 <= summary["valid_click/auc"] <= 1.0
     assert len(summary["history"]) == 2
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [r for r in logged if "loss" in r]
+    assert train_lines and all(r[f"loss/{o}"] > 0 for r in train_lines for o in OBJECTIVES), "per-objective train losses are logged"
 
     capsys.readouterr()
     assert cli_main(["explain", "--run", str(run)]) == 0
@@ -85,3 +88,25 @@ def test_batches_carry_only_the_history_the_model_reads(dataset, encoder):
         assert int(batch.sequences.lengths().max()) == 3, "histories are cut at the reader to model.feed.max_history"
     loss, output = task.build_model(config, metadata, "cpu")(batch)
     assert loss.isfinite() and output.weights.sum() == 30
+
+
+def test_plan_without_data_places_the_marketplace_tables(capsys):
+    assert cli_main(["plan", "--recipe", "feed_marketplace", "--world-size", "4", "--no-stats"]) == 0
+    tables = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("t_")}
+    assert tables["t_keywords"][1:4] == ["1,200,000", "x", "32"] and "row_wise" in tables["t_item"]
+    assert cli_main(["plan", "--recipe", "feed", "--world-size", "2"]) == 2
+    assert "sparse.num_embeddings" in capsys.readouterr().err
+
+
+def test_an_unpooled_table_gets_a_one_line_error_for_a_type_it_cannot_have(dataset, capsys):
+    data = str(dataset / "data")
+    per_table = 'sharding.per_table={"t_item": "table_row_wise"}'
+    assert cli_main(["plan", "--recipe", "feed", "--data", data, "--world-size", "2", "--device", "cpu", per_table]) == 2
+    err = capsys.readouterr().err
+    assert "table t_item (an unpooled EmbeddingCollection table): sharding type(s) ['table_row_wise'] cannot run on cpu" in err
+    assert "Traceback" not in err
+    # sharding.types for every table: t_item keeps the types it supports, the pooled tables take table-row-wise
+    both = ["sharding.per_table={}", "sharding.types=table_row_wise,row_wise"]
+    assert cli_main(["plan", "--recipe", "feed", "--data", data, "--world-size", "2", "--device", "cpu", "--no-stats", *both]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("t_")}
+    assert "row_wise" in rows["t_item"]

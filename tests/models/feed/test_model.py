@@ -107,6 +107,11 @@ def test_configuration_errors_name_the_key():
         _model(objectives=["click"], loss_weights={"chat": 2.0})
     with pytest.raises(ValueError, match="model.feed.encoder='rnn' is not one of"):
         FeedModelConfig(encoder="rnn")
+    feed_metadata = DatasetMetadata(
+        kind="feed", dense_features=["d"], sparse_features=["user", "item"], num_embeddings={"user": 3, "item": 5}
+    )
+    with pytest.raises(ConfigError, match="data.max_ind_range=100 caps Criteo ids"):
+        feed_inputs(feed_metadata, replace(AppConfig().data, max_ind_range=100))
     with pytest.raises(ConfigError, match="num_embeddings.item"):
         feed_inputs(
             DatasetMetadata(kind="feed", dense_features=["d"], sparse_features=["user"], num_embeddings={"user": 3}), AppConfig().data

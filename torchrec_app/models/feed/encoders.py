@@ -11,8 +11,8 @@ transformer a function of the candidate alone).
 * :class:`MeanEncoder` — mean of the history's item embeddings, summed straight from the
   jagged values (``index_add`` by row): no padding is materialised.
 * :class:`RecurrentEncoder` — LSTM (the baseline) or GRU over the history **oldest to newest**,
-  read at each row's last real step. The padded ``B x L x D`` input is packed
-  (``torch.nn.utils.rnn.pack_padded_sequence``), so padding steps are never computed.
+  read at each row's last real step. The padded ``B x L x D`` input (``L``: the batch's longest
+  history) is packed (``torch.nn.utils.rnn.pack_padded_sequence``), so padding steps are never computed.
 * :class:`TargetAttentionEncoder` — DIN (Zhou et al. 2018, https://arxiv.org/abs/1706.06978):
   an MLP scores each history item ``h`` against the candidate ``c`` from ``[h, c, h - c, h * c]``;
   the output is the score-weighted sum of ``h``. Scores are computed on the jagged values
@@ -21,7 +21,10 @@ transformer a function of the candidate alone).
   length and destabilise training at length 50).
 * :class:`TransformerHistoryEncoder` — a small pre-LN transformer over ``[c; h_1 .. h_L]`` (learned
   recency positions, a key-padding mask), read at the candidate's position: candidate-aware
-  self-attention. Attention needs a rectangle, so this one pads to ``max_history``.
+  self-attention. Attention needs a rectangle, so this one pads, to the batch's longest history.
+
+Padding to the batch's longest history (RNN, transformer) reads that length on the host: one
+device sync per action and step on GPU (``pack_padded_sequence`` needs CPU lengths anyway).
 
 :data:`HISTORY_ENCODERS` maps ``model.feed.encoder`` to the class; ``none`` (no history at all,
 the baseline that shows what history is worth) has no encoder.
@@ -127,14 +130,14 @@ class RecurrentEncoder(nn.Module):
     def __init__(self, config: FeedModelConfig, out_dim: int, cell: str) -> None:
         super().__init__()
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
-        self.max_history = config.max_history
         self.rnn = rnn(config.item_dim, out_dim, num_layers=config.num_layers, batch_first=True,
                        dropout=config.dropout if config.num_layers > 1 else 0.0)  # fmt: skip
 
     def forward(self, candidate: torch.Tensor, history: JaggedTensor) -> torch.Tensor:
         """``candidate`` ``B x D`` (unused), ``history`` jagged ``N x D`` -> ``B x out_dim``."""
         lengths = history.lengths()
-        steps = padded_oldest_first(history, self.max_history)
+        longest = int(lengths.max()) if lengths.numel() else 0  # pad to this batch's longest history, not max_history
+        steps = padded_oldest_first(history, max(longest, 1))
         # pack_padded_sequence needs lengths >= 1 on the CPU; empty rows read one zero step, then are zeroed
         packed = pack_padded_sequence(steps, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
         _, state = self.rnn(packed)
@@ -201,10 +204,11 @@ class TransformerHistoryEncoder(nn.Module):
 
     def forward(self, candidate: torch.Tensor, history: JaggedTensor) -> torch.Tensor:
         """``candidate`` ``B x D``, ``history`` jagged ``N x D`` (newest first) -> ``B x out_dim``."""
-        lengths = history.lengths()
-        items = torch.ops.fbgemm.jagged_to_padded_dense(history.values(), [history.offsets()], [self.max_history], 0.0)
-        x = torch.cat([candidate[:, None, :], items], dim=1) + self.positions.weight[None]
-        positions = torch.arange(self.max_history + 1, device=lengths.device)[None, :]
+        lengths = history.lengths().clamp(max=self.max_history)
+        longest = int(lengths.max()) if lengths.numel() else 0  # pad to this batch's longest history, not max_history
+        items = torch.ops.fbgemm.jagged_to_padded_dense(history.values(), [history.offsets()], [longest], 0.0)
+        x = torch.cat([candidate[:, None, :], items], dim=1) + self.positions.weight[None, : longest + 1]
+        positions = torch.arange(longest + 1, device=lengths.device)[None, :]
         padding = positions > lengths[:, None]  # True: not a key (position 0, the candidate, always is)
         return self.projection(self.blocks(x, src_key_padding_mask=padding)[:, 0])
 

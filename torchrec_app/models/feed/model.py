@@ -29,8 +29,7 @@ KJTs directly (so both input all-to-alls are pipelined) and everything dense is 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -43,7 +42,6 @@ from torchrec_app.config.errors import ConfigError
 from torchrec_app.config.feed import FeedModelConfig
 from torchrec_app.config.schema import CrossConfig, ModelConfig, SparseConfig
 from torchrec_app.data.feed.batch import ACTIONS, CANDIDATE, ITEM_TABLE, OBJECTIVES, FeedBatch, history_key
-from torchrec_app.data.reader import table_sizes
 from torchrec_app.models.feed.encoders import build_history_encoder, truncate
 from torchrec_app.models.feed.heads import MULTITASK_HEADS
 from torchrec_app.models.feed.losses import build_weighting, objective_losses
@@ -71,18 +69,20 @@ class FeedInputs:
     """History actions (``hist_<action>`` keys of ``FeedBatch.sequences``)."""
     negative_keep_rate: float = 1.0
     """Fraction of all-negative rows the data kept (``extra.sampling.negative_keep_rate``; 1: not downsampled)."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def feed_inputs(metadata, reader) -> FeedInputs:
     """The :class:`FeedInputs` of a ``kind: feed`` dataset (``metadata``: its ``DatasetMetadata``;
-    ``reader``: the ``data`` section, whose ``max_ind_range`` caps table rows as the reader caps ids).
+    ``reader``: the ``data`` section, checked: its ``max_ind_range`` applies to Criteo ids only).
 
     The pooled features and actions are ``extra.feed.pooled_features`` / ``extra.feed.actions``
     (``preprocess --kind feed`` writes them; otherwise ``sparse_features`` without ``item``, and every
     action); ``num_embeddings["item"]`` (or ``extra.num_items``) is the item table's rows.
     """
-    sizes = table_sizes(metadata, reader)
+    if reader.max_ind_range > 0:
+        raise ConfigError(f"data.max_ind_range={reader.max_ind_range} caps Criteo ids; feed ids are vocabulary indices that the "
+                          "reader does not cap: unset it (rare ids: feed_preprocess.min_frequency)")  # fmt: skip
+    sizes = metadata.num_embeddings
     extra = dict(metadata.extra)
     num_items = metadata.num_embeddings.get(CANDIDATE, extra.get("num_items"))
     if num_items is None:
@@ -93,7 +93,7 @@ def feed_inputs(metadata, reader) -> FeedInputs:
     actions = tuple(layout.get("actions", ACTIONS))
     rate = float(extra.get("sampling", {}).get("negative_keep_rate", 1.0))
     return FeedInputs(num_dense=len(metadata.dense_features), pooled_features=pooled, pooled_rows={f: sizes[f] for f in pooled},
-                      num_items=int(num_items), actions=actions, negative_keep_rate=rate, extra=extra)  # fmt: skip
+                      num_items=int(num_items), actions=actions, negative_keep_rate=rate)  # fmt: skip
 
 
 def trained_objectives(config: FeedModelConfig) -> list[str]:

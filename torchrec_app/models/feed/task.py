@@ -17,9 +17,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from torchrec_app.config.errors import ConfigError
 from torchrec_app.config.schema import AppConfig
-from torchrec_app.data.feed.batch import FeedBatch
+from torchrec_app.data.feed.batch import ACTIONS, CANDIDATE, FeedBatch
 from torchrec_app.data.feed.batches import feed_batch_maker, make_feed_batch
+from torchrec_app.data.feed.schema import DENSE_FEATURES, KIND, POOLED_FEATURES
 from torchrec_app.data.metadata import DatasetMetadata
 from torchrec_app.metrics.multitask import MultiTaskEvaluator
 from torchrec_app.models.feed.correction import downsampling_correction
@@ -51,6 +53,26 @@ def batch_maker(config: AppConfig, metadata: DatasetMetadata, data_dir: str):
         return batch
 
     return columns, make_batch
+
+
+def planning_metadata(config: AppConfig) -> DatasetMetadata:
+    """A feed dataset description from the recipe alone (``torchrec-app plan`` without ``--data``):
+    ``sparse.num_embeddings`` lists the tables' rows in the order of the pooled features
+    (``user, category, keywords, ctx_device, ctx_surface, ctx_region``), then ``item``.
+
+    >>> from torchrec_app.config import build_recipe
+    >>> meta = planning_metadata(build_recipe("feed_marketplace"))
+    >>> meta.num_embeddings["keywords"], meta.num_embeddings["item"]
+    (1200000, 1000000)
+    """
+    names = [*POOLED_FEATURES, CANDIDATE]
+    sizes = config.sparse.num_embeddings
+    if len(sizes) != len(names):
+        raise ConfigError(f"recipe {config.recipe}: without --data, plan reads the feed tables' rows from sparse.num_embeddings, "
+                          f"{len(names)} numbers for {', '.join(names)} (got {len(sizes)}); or pass --data DIR")  # fmt: skip
+    layout = {"pooled_features": list(POOLED_FEATURES), "actions": list(ACTIONS), "max_history": config.model.feed.max_history}
+    return DatasetMetadata(kind=KIND, dense_features=list(DENSE_FEATURES), sparse_features=names, multi_hot=True,
+                           num_embeddings=dict(zip(names, sizes)), extra={"feed": layout})  # fmt: skip
 
 
 def make_evaluator(config: AppConfig, metadata: DatasetMetadata) -> MultiTaskEvaluator:
@@ -87,4 +109,5 @@ FEED_TASK = Task(
     higher_is_better=True,
     describe=describe,
     batch_maker=batch_maker,
+    planning_metadata=planning_metadata,
 )

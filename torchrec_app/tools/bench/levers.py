@@ -48,6 +48,8 @@ from torchrec_app.tools.bench.time_to_target import best_aucs, first_reaching, t
 
 #: a second, looser closeness reported beside the bar (small validation splits make AUC noisy)
 LOOSE_TOLERANCE = 0.01
+#: a lever override replaced at run time by ``suggest-dims --budget-fraction F`` on the baseline's first seed
+SUGGEST_DIMS = "@suggest-dims"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,8 @@ class Lever:
     group: str
     """baseline, sampling, forward, backward, size, reference (not combined) or combination."""
     overrides: tuple[str, ...] = ()
+    """``section.key=value`` overrides; ``@suggest-dims:F`` stands for the ``sparse.dims=...`` that
+    ``suggest-dims --budget-fraction F`` proposes from the baseline's first seed (trained first)."""
     data: str = "full"
     """The dataset variant (a key of :attr:`LeverSuite.data_variants`)."""
 
@@ -74,38 +78,60 @@ class LeverSuite:
     """Variant name -> ``feed_preprocess.*`` overrides (``full``: none)."""
     levers: tuple[Lever, ...]
     """The first is the baseline."""
-    combine: tuple[str, ...] = ("sampling", "forward", "backward")
+    combine: tuple[str, ...] = ("sampling", "forward", "backward", "size")
     """Groups whose best lever joins the combination."""
 
+
+#: rarer objectives made less rare than the generator's default, so a 10k-row validation split scores them
+_FEED_BENCH_RATES = ('generate_feed.base_rates={"click": 0.10, "watch": 0.05, "chat": 0.02, "hide": 0.02, "report": 0.01}',)
+_FEED_VARIANTS = {
+    "full": (),
+    "negatives_0.25": ("feed_preprocess.negative_keep_rate=0.25",),
+    "coreset_0.5": ("feed_preprocess.coreset_rate=0.5",),
+    "users_0.5": ("feed_preprocess.user_keep_rate=0.5",),
+}
+_FEED_LEVERS = (
+    Lever("baseline", "baseline"),
+    Lever("neg_downsample", "sampling", data="negatives_0.25"),
+    Lever("coreset", "sampling", data="coreset_0.5"),
+    Lever("enc_mean", "forward", ("model.feed.encoder=mean",)),
+    Lever("enc_din", "forward", ("model.feed.encoder=din",)),
+    Lever("enc_transformer", "forward", ("model.feed.encoder=transformer",)),
+    Lever("w_uncertainty", "backward", ("model.feed.weighting=uncertainty",)),
+    Lever("w_dwa", "backward", ("model.feed.weighting=dwa", "model.feed.dwa_period=25")),
+    Lever("dims_suggested", "size", (f"{SUGGEST_DIMS}:0.5",)),
+    Lever("no_history", "reference", ("model.feed.encoder=none",)),
+    Lever("single_chat", "reference", ('model.feed.objectives=["chat"]',)),
+)
 
 LEVER_SUITES: dict[str, LeverSuite] = {
     "feed": LeverSuite(
         description="docs/BENCHMARKS.md 'Home-feed ranker: training-time levers': each lever alone and the best "
-                    "combination vs the LSTM / static / full-data baseline, time to every objective's target AUC",
+        "combination vs the LSTM / static / full-data baseline, time to every objective's target AUC "
+        "(sized for ~25 min on a loaded 2-core machine; feed_full adds the remaining levers)",
         recipe="bench_feed",
-        # rarer objectives made less rare than the generator's default, so a 10k-row validation split scores them
-        generate=('generate_feed.base_rates={"click": 0.10, "watch": 0.05, "chat": 0.02, "hide": 0.02, "report": 0.01}',),
-        data_variants={
-            "full": (),
-            "negatives_0.25": ("feed_preprocess.negative_keep_rate=0.25",),
-            "coreset_0.5": ("feed_preprocess.coreset_rate=0.5",),
-            "users_0.5": ("feed_preprocess.user_keep_rate=0.5",),
-        },
+        generate=_FEED_BENCH_RATES,
+        data_variants=_FEED_VARIANTS,
+        levers=_FEED_LEVERS,
+    ),
+    "feed_full": LeverSuite(
+        description="feed plus user subsampling, the GRU encoder and a second rare single-task reference",
+        recipe="bench_feed",
+        generate=_FEED_BENCH_RATES,
+        data_variants=_FEED_VARIANTS,
         levers=(
-            Lever("baseline", "baseline"),
-            Lever("neg_downsample", "sampling", data="negatives_0.25"),
-            Lever("coreset", "sampling", data="coreset_0.5"),
+            *_FEED_LEVERS,
             Lever("user_subsample", "sampling", data="users_0.5"),
-            Lever("enc_mean", "forward", ("model.feed.encoder=mean",)),
             Lever("enc_gru", "forward", ("model.feed.encoder=gru",)),
-            Lever("enc_din", "forward", ("model.feed.encoder=din",)),
-            Lever("enc_transformer", "forward", ("model.feed.encoder=transformer",)),
-            Lever("w_uncertainty", "backward", ("model.feed.weighting=uncertainty",)),
-            Lever("w_dwa", "backward", ("model.feed.weighting=dwa", "model.feed.dwa_period=25")),
-            Lever("no_history", "reference", ("model.feed.encoder=none",)),
-            Lever("single_chat", "reference", ('model.feed.objectives=["chat"]',)),
             Lever("single_report", "reference", ('model.feed.objectives=["report"]',)),
         ),
+    ),
+    "feed_size": LeverSuite(
+        description="the model-size lever alone: explain / suggest-dims on the baseline, retrained with the widths",
+        recipe="bench_feed",
+        generate=_FEED_BENCH_RATES,
+        data_variants={"full": ()},
+        levers=(Lever("baseline", "baseline"), Lever("dims_suggested", "size", (f"{SUGGEST_DIMS}:0.5",))),
     ),
     "feed_tiny": LeverSuite(
         description="seconds-long smoke run of the levers suite itself (tests)",
@@ -138,7 +164,10 @@ def prepare_variants(suite: LeverSuite, root: Path, rows: int, seed: int, log=pr
         generate_feed_dataset(str(raw), config.generate_feed)
     files = {split: [str(raw / f"{split}.parquet")] for split in ("train", "valid", "test")}
     paths = {}
+    used = {lever.data for lever in suite.levers}
     for name, overrides in suite.data_variants.items():
+        if name not in used:
+            continue
         path = root / name
         if not (path / "metadata.json").exists():
             log(f"bench: preprocessing variant {name} ({' '.join(overrides) or 'no sampling'})")
@@ -202,18 +231,22 @@ def summarize_lever(lever: Lever, runs: list[dict[str, Any]], targets: dict[str,
 
 
 def best_combination(suite: LeverSuite, entries: dict[str, dict[str, Any]], tolerance: float) -> Lever | None:
-    """The best lever of each combinable group, together: fastest to target (loose tolerance when none
-    reaches the strict one) among those reaching it on every seed with no objective more than
-    ``tolerance`` below its target. None when no group has such a lever."""
+    """The best lever of each combinable group, together.
+
+    A lever qualifies at a tolerance when it reaches the target at that tolerance on every seed
+    and no objective's best AUC ends more than that tolerance below its target; the strict
+    tolerance is preferred, the loose one (:data:`LOOSE_TOLERANCE`) used when no lever of the group
+    qualifies strictly. Among the qualified, the fastest to target wins. None when no group has one.
+    """
     chosen: list[Lever] = []
     for group in suite.combine:
         candidates = []
         for lever in suite.levers:
             e = entries.get(lever.name)
-            if lever.group != group or e is None or (e["worst_auc_delta"] or -1.0) < -tolerance:
+            if lever.group != group or e is None or e["worst_auc_delta"] is None:
                 continue
-            for rank, key in enumerate(("target", "loose_target")):
-                if e[key]["median_train_seconds"] is not None:
+            for rank, (key, tol) in enumerate((("target", tolerance), ("loose_target", LOOSE_TOLERANCE))):
+                if e[key]["median_train_seconds"] is not None and e["worst_auc_delta"] >= -tol:
                     candidates.append((rank, e[key]["median_train_seconds"], lever))
                     break
         if candidates:
@@ -223,6 +256,29 @@ def best_combination(suite: LeverSuite, entries: dict[str, dict[str, Any]], tole
     data = next((lever.data for lever in chosen if lever.data != "full"), "full")
     overrides = tuple(o for lever in chosen for o in lever.overrides)
     return Lever("combination", "combination", overrides, data)
+
+
+def plain_overrides(lever: Lever) -> tuple[str, ...]:
+    """``lever.overrides`` without run-time markers (what can be checked before any run)."""
+    return tuple(o for o in lever.overrides if not o.startswith("@"))
+
+
+def resolve_override(override: str, baseline_run: Path) -> str:
+    """``override`` itself, or for ``@suggest-dims:F`` the ``sparse.dims=...`` line that
+    ``torchrec-app suggest-dims --run BASELINE --budget-fraction F`` writes (run once, then reused)."""
+    if not override.startswith(SUGGEST_DIMS):
+        return override
+    import subprocess
+
+    fraction = override.partition(":")[2] or "0.5"
+    dims = baseline_run / "explain" / "dims.txt"
+    if not dims.exists():
+        command = [str(Path(sys.executable).with_name("torchrec-app")), "suggest-dims", "--run", str(baseline_run),
+                   "--budget-fraction", fraction]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0 or not dims.exists():
+            raise ConfigError(f"bench: suggest-dims on {baseline_run} failed ({done.returncode}): {done.stderr.strip()[-800:]}")
+    return dims.read_text().strip()
 
 
 # ----------------------------------------------------------------------------- the run
@@ -238,7 +294,7 @@ def run_lever_suite(args, config: AppConfig) -> int:
     tolerance = args.target_tolerance
     common = list(args.overrides)
     for lever in suite.levers:  # every lever must resolve before the first run starts
-        BenchCase(lever.name, suite.recipe, lever.overrides, nproc=2).check(tuple(common))
+        BenchCase(lever.name, suite.recipe, plain_overrides(lever), nproc=2).check(tuple(common))
     out = Path(args.out or f"runs/bench-{args.suite}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     started, load_before = time.perf_counter(), os.getloadavg()[0]
@@ -247,19 +303,24 @@ def run_lever_suite(args, config: AppConfig) -> int:
     every = max(1, args.steps // args.evals)
     loads: list[float] = []
 
+    needs_checkpoint = any(o.startswith(SUGGEST_DIMS) for lever in suite.levers for o in lever.overrides)
+
     def run(lever: Lever, seed: int) -> dict[str, Any]:
+        keep = needs_checkpoint and lever.group == "baseline" and seed == 0  # suggest-dims reads its checkpoint
+        lever = replace(lever, overrides=tuple(resolve_override(o, out / "runs" / "baseline" / "seed-0") for o in lever.overrides))
         case = BenchCase(lever.name, suite.recipe, lever.overrides, nproc=2)
         overrides = [f"train.max_steps={args.steps}", "train.epochs=1000", f"train.eval_every={every}", f"train.seed={seed}",
-                     "train.early_stop_patience=0", "train.progress_bar=false", "checkpoint.at_end=false",
+                     "train.early_stop_patience=0", "train.progress_bar=false", f"checkpoint.at_end={str(keep).lower()}",
                      "checkpoint.resume=false", "checkpoint.every=0", *common]  # fmt: skip
-        print(f"bench {suite.recipe} {lever.name} seed {seed} ({' '.join(lever.overrides) or 'baseline'}; data {lever.data}) ...",
+        print(f"bench {suite.recipe} {lever.name} seed {seed} ({' '.join(lever.overrides) or 'no override'}; data {lever.data}) ...",
               end=" ", flush=True)  # fmt: skip
         result = run_training(case, variants[lever.data], out / "runs" / lever.name / f"seed-{seed}", overrides, args.timeout)
         loads.append(os.getloadavg()[0])
         s = result.summary
         print(f"valid AUC {s.get('valid_auc', math.nan):.4f}, {s['train_seconds']:.0f}s training, {result.wall_seconds:.0f}s wall, "
               f"load {loads[-1]:.1f}", flush=True)  # fmt: skip
-        return {"seed": seed, "run_dir": result.run_dir, "wall_seconds": result.wall_seconds, "load_after": loads[-1],
+        return {"seed": seed, "run_dir": result.run_dir, "overrides": list(lever.overrides), "wall_seconds": result.wall_seconds,
+                "load_after": loads[-1],
                 "summary": s, "evals": result.evals}  # fmt: skip
 
     seeds = list(range(args.repeats))
@@ -337,13 +398,14 @@ def lever_report(bench: dict[str, Any]) -> str:
         + ", ".join(f"{o} {t:.4f}" for o, t in b["targets"].items()) + ".",
         "",
         f"| lever | group | time to target ±{b['tolerance']} (s, per seed) | ratio | time to target ±{b['loose_tolerance']} (s) | ratio "
-        "| worst Δ AUC | samples/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| samples to ±{b['loose_tolerance']} (k) | worst Δ AUC | samples/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]  # fmt: skip
     for e in bench["levers"]:
         lines.append(
             f"| {e['name']} | {e['group']} | {_seconds(e['target']['train_seconds'])} | {_f(e.get('time_ratio'), 2)} "
             f"| {_seconds(e['loose_target']['train_seconds'])} | {_f(e.get('loose_time_ratio'), 2)} "
+            f"| {_seconds([None if v is None else v / 1000 for v in e['loose_target']['samples']])} "
             f"| {_f(e['worst_auc_delta'], 4, True)} | {e['samples_per_second']:,.0f} |"
         )
     lines += ["", "Best validation AUC per objective minus its target (mean over seeds); calibration (predicted ÷ observed rate) "
@@ -368,8 +430,14 @@ def plot_auc_vs_wallclock(bench: dict[str, Any], path: Path) -> None:
     plt = _pyplot()
     groups = [g for g in dict.fromkeys(e["group"] for e in bench["levers"]) if g != "baseline"]
     targets = bench["bench"]["targets"]
-    fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(4.2 * max(1, len(groups)), 4.0), sharey=True, squeeze=False)
-    for ax, group in zip(axes[0], groups or ["baseline"]):
+    panels = max(1, len(groups))
+    columns = min(3, panels)
+    rows = (panels + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.8 * rows), sharey=True, squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[panels:]:
+        ax.set_visible(False)
+    for ax, group in zip(flat, groups or ["baseline"]):
         for e in bench["levers"]:
             if e["group"] not in (group, "baseline"):
                 continue
@@ -384,7 +452,8 @@ def plot_auc_vs_wallclock(bench: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("training seconds (2 processes)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("validation AUC, mean over the objectives")
+    for row in axes:
+        row[0].set_ylabel("validation AUC, mean over\nthe run's objectives")
     fig.suptitle("Home-feed levers: validation AUC vs training wall-clock (seed 0)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

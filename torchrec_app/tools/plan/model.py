@@ -46,7 +46,8 @@ def planning_inputs(config: AppConfig, data_dir: str | Path | None) -> tuple[Dat
     """The dataset description to plan for, and where it came from (for the report)."""
     if data_dir:
         return load_metadata(str(data_dir)), f"dataset {data_dir}"
-    return recipe_metadata(config), f"recipe {config.recipe}"
+    from_recipe = task_for(config.model.name).planning_metadata or recipe_metadata  # e.g. the feed ranker's layout
+    return from_recipe(config), f"recipe {config.recipe}"
 
 
 def build_planning_model(config: AppConfig, metadata: DatasetMetadata) -> tuple[nn.Module, list[BaseEmbeddingConfig]]:
