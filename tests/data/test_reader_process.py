@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from torchrec_app.config.data import ReaderConfig
-from torchrec_app.data.reader import TrainBatches, read_batches
+from torchrec_app.data.reader import SplitReader, TrainBatches, read_batches
 from torchrec_app.data.reader_process import ReaderProcess, ReaderProcessError
 
 CONFIG = ReaderConfig(shuffle_buffer_rows=500, prefetch_batches=2)
@@ -60,7 +60,7 @@ def test_process_stream_equals_thread_stream_across_epochs_and_after_resume(gene
 def test_child_errors_and_death_reach_the_trainer_and_close_leaves_no_child(generated):
     _, out = generated
     reader = _train_reader(out, batch_size=64, batch_maker=(["label"], failing_batch_maker))
-    failing = ReaderProcess(reader.arguments, depth=1)
+    failing = ReaderProcess(SplitReader, reader.arguments, depth=1)
     try:
         with pytest.raises(ReaderProcessError, match="planted failure in make_batch"):
             next(failing.batches(0, 0))

@@ -79,7 +79,6 @@ def run(args: argparse.Namespace, config: AppConfig) -> int:
         return _run_sequences(args, config)
     if args.kind == "user_items":
         return _run_user_items(args, config)
-
     if args.kind == "feed":
         return _run_feed(args, config)
     pre = config.preprocess
@@ -141,6 +140,8 @@ def _run_user_items(args: argparse.Namespace, config: AppConfig) -> int:
     extra = meta.extra
     print(f"wrote {args.out}: protocol {extra['protocol']}, {extra['num_items']} items; rows {meta.split_rows}; "
           f"{extra['train_interactions']} train interactions, {extra['valid_targets']} valid / {extra['test_targets']} test targets")
+    return 0
+
 
 def _run_feed(args: argparse.Namespace, config: AppConfig) -> int:
     from torchrec_app.data.feed.preprocess import preprocess_feed

@@ -284,7 +284,7 @@ class TrainBatches:
             from torchrec_app.data.reader_process import ReaderProcess
 
             in_child = dict(reader.arguments, config=replace(reader.config, reader_process=False, prefetch_batches=0))
-            self.process = ReaderProcess(in_child, depth=max(1, reader.config.prefetch_batches), nice=reader.config.reader_nice)
+            self.process = ReaderProcess(SplitReader, in_child, depth=max(1, reader.config.prefetch_batches), nice=reader.config.reader_nice)
 
     @property
     def batches_per_epoch(self) -> int:

@@ -57,6 +57,8 @@ class ReaderProcess:
     """One child process that serves ``SplitReader.batches(epoch, start)`` of a reader built from ``reader_args``.
 
     Args:
+        reader_class: the reader's class (:class:`~torchrec_app.data.reader.SplitReader`), passed in rather
+            than imported here so the two modules do not import each other; pickled by name into the child.
         reader_args: keyword arguments of :class:`~torchrec_app.data.reader.SplitReader`
             (picklable: a custom ``batch_maker`` must be, e.g. a dataclass instance).
         depth: batches waiting in the queue at most (>= 1).
@@ -64,13 +66,13 @@ class ReaderProcess:
         first: ``(epoch, start)`` to start preparing at once (None: wait for the first request).
     """
 
-    def __init__(self, reader_args: dict[str, Any], depth: int, nice: int = 0, first: tuple[int, int] | None = (0, 0)) -> None:
+    def __init__(self, reader_class: type, reader_args: dict[str, Any], depth: int, nice: int = 0, first: tuple[int, int] | None = (0, 0)) -> None:
         context = torch_mp.get_context("spawn")
         self._requests = context.Queue()
         self._batches = context.Queue(maxsize=max(1, depth))
         self._generation = context.Value("q", 0)
         self._issued: tuple[int, int, int] | None = None  # (generation, epoch, start) requested, nothing taken yet
-        self._process = context.Process(target=_serve, args=(reader_args, self._requests, self._batches, self._generation, nice),
+        self._process = context.Process(target=_serve, args=(reader_class, reader_args, self._requests, self._batches, self._generation, nice),
                                         name=f"reader-{reader_args.get('split', '')}-rank{reader_args.get('rank', 0)}", daemon=True)  # fmt: skip
         self._process.start()
         self._finalizer = weakref.finalize(self, _stop, self._process, self._requests, self._batches, self._generation)
@@ -164,13 +166,12 @@ def _stop(process, requests, batches, generation) -> None:
         q.close()
 
 
-def _serve(reader_args: dict[str, Any], requests, batches, generation, nice: int) -> None:
+def _serve(reader_class: type, reader_args: dict[str, Any], requests, batches, generation, nice: int) -> None:
     """The child's loop: for each request, put ``(generation, "batch", batch)`` items then ``"end"``;
     give up on a request as soon as the shared generation moves past it."""
     import pyarrow as pa
     import torch
 
-    from torchrec_app.data.reader import SplitReader
 
     if nice:
         os.nice(nice)
@@ -197,7 +198,7 @@ def _serve(reader_args: dict[str, Any], requests, batches, generation, nice: int
         return False
 
     try:
-        reader = SplitReader(**reader_args)
+        reader = reader_class(**reader_args)
         batches.put((0, "ready", None))
     except BaseException:  # noqa: BLE001 - reported now and with every request
         reader, failure = None, traceback.format_exc()
