@@ -16,6 +16,7 @@ import torch
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
 from tests.batches import random_batch, rank_slice
+from tests.multiprocess import run_on_ranks
 from torchrec_app.config import AppConfig
 from torchrec_app.data.batch import Batch
 from torchrec_app.distributed.build import build_sharded_model, model_tables
@@ -118,3 +119,15 @@ def assert_equivalent(per_rank_results: list[dict[str, Any]], sharding_type: str
         assert result["moved"] > 1e-3, "training did not change the weights; the comparison would be vacuous"
         assert result["logit_diff"] < 1e-5, f"rank {rank}: predictions differ by {result['logit_diff']}"
         assert result["param_diff"] < 1e-5, f"rank {rank}: parameters differ by {result['param_diff']}"
+
+
+def _run_cases(runtime: Runtime, run_case: Callable[..., Any], cases: Sequence[tuple]) -> list[Any]:
+    return [run_case(runtime, *case) for case in cases]
+
+
+def run_cases_on_ranks(run_case: Callable[..., Any], cases: Sequence[tuple], world_size: int = 2) -> dict[tuple, list[Any]]:
+    """``run_case(runtime, *case)`` for every case, all in one group of ``world_size`` real gloo ranks
+    (one process start for the whole module); ``{case: [result of rank 0, rank 1, ...]}``.
+    ``run_case`` must be a module-level function (it is pickled into the spawned ranks)."""
+    per_rank = run_on_ranks(_run_cases, world_size, run_case, list(cases))
+    return {case: [rank_results[i] for rank_results in per_rank] for i, case in enumerate(cases)}

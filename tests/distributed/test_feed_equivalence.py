@@ -19,9 +19,8 @@ import torch
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from torchrec.optim import RowWiseAdagrad
 
-from tests.distributed.equivalence import copy_weights, max_param_diff
+from tests.distributed.equivalence import copy_weights, max_param_diff, run_cases_on_ranks
 from tests.models.feed.batches import INPUTS, feed_batch, random_rows, without_history
-from tests.multiprocess import run_on_ranks
 from torchrec_app.config.feed import FeedModelConfig
 from torchrec_app.config.schema import CrossConfig, ModelConfig, OptimConfig, ShardingConfig, SparseConfig
 from torchrec_app.data.feed.batch import OBJECTIVES
@@ -102,14 +101,9 @@ def _case(runtime: Runtime, encoder: str, multitask: str, item_sharding: str, sp
     return result
 
 
-def _run_cases(runtime: Runtime) -> list:
-    return [_case(runtime, *case) for case in CASES]
-
-
 @pytest.fixture(scope="module")
 def results() -> dict:
-    per_rank = run_on_ranks(_run_cases, 2)
-    return {case: [rank_results[i] for rank_results in per_rank] for i, case in enumerate(CASES)}
+    return run_cases_on_ranks(_case, CASES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=["-".join(c) for c in CASES])

@@ -21,8 +21,7 @@ import torch
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from torchrec.optim import RowWiseAdagrad
 
-from tests.distributed.equivalence import copy_weights, max_param_diff
-from tests.multiprocess import run_on_ranks
+from tests.distributed.equivalence import copy_weights, max_param_diff, run_cases_on_ranks
 from torchrec_app.config.errors import ConfigError
 from torchrec_app.config.schema import OptimConfig, ShardingConfig
 from torchrec_app.config.sequences import RankingEvalConfig, SequenceModelConfig
@@ -145,14 +144,9 @@ def _case(runtime: Runtime, name: str, sharding_type: str, loss: str, sparse: st
     return result
 
 
-def _run_cases(runtime: Runtime) -> list:
-    return [_case(runtime, *case) for case in CASES]
-
-
 @pytest.fixture(scope="module")
 def results() -> dict:
-    per_rank = run_on_ranks(_run_cases, 2)
-    return {case: [rank_results[i] for rank_results in per_rank] for i, case in enumerate(CASES)}
+    return run_cases_on_ranks(_case, CASES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=["-".join(str(x) for x in c) for c in CASES])
